@@ -1,0 +1,39 @@
+"""python -m studio {ui,train,data,chat,demo,export}: each sub-command lives in its own module's main()."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "ui": ("studio.ui.app", "start the web app (default: http://127.0.0.1:7860)"),
+    "train": ("studio.train", "fine-tune from a config file, headless; prints the run folder"),
+    "data": ("studio.data", "detect the format of a data file, list its problems, preview it"),
+    "chat": ("studio.chat", "ask the base and the fine-tuned model of a run the same prompt"),
+    "demo": ("studio.ui.demo", "serve only the chat of one finished run, for a shared link"),
+    "export": ("studio.export", "zip a run's adapter or save merged full weights"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m studio COMMAND [options]   (python -m studio COMMAND --help for its options)", "",
+             "commands:"]
+    lines += [f"  {name:<8}{help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"Error: unknown command {name!r}.\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

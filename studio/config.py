@@ -1,0 +1,193 @@
+"""RunConfig: every setting of a fine-tuning run, once, typed, with help text and bounds.
+
+The form in the Settings tab is built from these fields, a run writes them to
+`runs/<id>/config.json`, and `python -m studio train CONFIG.json` reads the same file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+BUNDLED_MODEL = "SmolLM2-135M-Instruct (offline)"
+TINY_TEST_MODEL = "tiny-test"  # a 2-layer random model with the bundled tokenizer; tests only
+
+METHODS = ("auto", "qlora", "lora16", "lora32")
+METHOD_LABELS = {
+    "auto": "Automatic (QLoRA on a GPU, LoRA fp32 on CPU)",
+    "qlora": "QLoRA 4-bit (GPU only)",
+    "lora16": "LoRA 16-bit (GPU)",
+    "lora32": "LoRA fp32 (CPU or GPU)",
+}
+SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
+
+
+def _field(default: Any, help: str, minimum: float | None = None, maximum: float | None = None,
+           choices: tuple | None = None, group: str = "training", label: str | None = None):
+    meta = {"help": help, "min": minimum, "max": maximum, "choices": choices, "group": group, "label": label}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    # --- model -------------------------------------------------------------------------
+    model: str = _field(BUNDLED_MODEL, "Base model: the bundled offline model, a hub id such as "
+                        "Qwen/Qwen2.5-0.5B-Instruct, or a local folder with safetensors weights.", group="model")
+    trust_remote_code: bool = _field(False, "Run Python code shipped with the model. Only for models you trust.",
+                                     group="model")
+    # --- data --------------------------------------------------------------------------
+    data_path: str = _field("", "Training file: CSV, TSV, JSON, JSONL, Parquet, TXT or XLSX.", group="data")
+    validation_path: str = _field("", "Optional separate validation file; empty = split off a fraction.",
+                                  group="data")
+    validation_fraction: float = _field(0.1, "Share of rows held out to measure validation loss (0 = none).",
+                                        0.0, 0.5, group="data")
+    prompt_column: str = _field("", "Column holding the prompt; empty = detected automatically.", group="data")
+    response_column: str = _field("", "Column holding the answer; empty = detected automatically.", group="data")
+    system_column: str = _field("", "Optional column holding a system prompt.", group="data")
+    text_column: str = _field("", "Column of plain text (for continued pre-training on raw text).", group="data")
+    train_on_answers_only: bool = _field(True, "Compute the loss on the answers only (prompt tokens are masked).",
+                                         group="data")
+    # --- method ------------------------------------------------------------------------
+    method: str = _field("auto", "How to train: QLoRA 4-bit needs a CUDA GPU; on CPU LoRA fp32 is used.",
+                         choices=METHODS, group="method")
+    lora_rank: int = _field(8, "LoRA rank r: size of the low-rank update. Higher = more capacity, more memory.",
+                            1, 256, group="method")
+    lora_alpha: int = _field(16, "LoRA alpha: scales the update (alpha / r). Usually 2 x rank.", 1, 512,
+                             group="method")
+    lora_dropout: float = _field(0.05, "Dropout on the LoRA input, against over-fitting small datasets.",
+                                 0.0, 0.5, group="method")
+    target_modules: str = _field("all-linear", "Layers that get LoRA adapters: 'all-linear' or a comma list "
+                                 "such as q_proj,v_proj.", group="method")
+    gradient_checkpointing: bool = _field(False, "Recompute activations to save memory (slower). Turned on "
+                                          "automatically for QLoRA.", group="method")
+    # --- training ----------------------------------------------------------------------
+    epochs: float = _field(1.0, "Passes over the training data.", 0.1, 100.0)
+    max_steps: int = _field(0, "Stop after this many optimiser steps (0 = use epochs).", 0, 1_000_000)
+    learning_rate: float = _field(2e-4, "Step size of the optimiser. 1e-4 to 3e-4 suits LoRA.", 1e-7, 1e-2)
+    lr_scheduler: str = _field("cosine", "How the learning rate changes over the run.", choices=SCHEDULERS)
+    warmup_ratio: float = _field(0.03, "Share of the steps over which the learning rate ramps up from 0.",
+                                 0.0, 0.5)
+    batch_size: int = _field(4, "Examples per step on the device.", 1, 256)
+    gradient_accumulation: int = _field(1, "Steps whose gradients are summed before one update "
+                                        "(effective batch = batch size x this).", 1, 256)
+    max_seq_length: int = _field(512, "Longest example in tokens; longer ones are cut.", 16, 32768)
+    packing: bool = _field(True, "Padding-free batches: examples are laid end to end with their own attention "
+                           "boundaries, so no compute is spent on padding.")
+    weight_decay: float = _field(0.0, "L2 penalty on the LoRA weights.", 0.0, 1.0)
+    seed: int = _field(42, "Random seed for the split, the LoRA init and the data order.", 0, 2**31 - 1)
+    # --- monitoring --------------------------------------------------------------------
+    eval_every: int = _field(20, "Measure validation loss every N steps (0 = only at the end).", 0, 100_000,
+                             group="monitoring")
+    save_every: int = _field(50, "Save a checkpoint every N steps (0 = only at the end).", 0, 100_000,
+                             group="monitoring")
+    keep_checkpoints: int = _field(2, "How many recent checkpoints to keep on disk.", 1, 100, group="monitoring")
+    logging_every: int = _field(1, "Log the training loss every N steps.", 1, 10_000, group="monitoring")
+    run_name: str = _field("", "Optional name shown in the run history.", group="monitoring")
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            # Coerce numbers that arrived as strings or floats from JSON / forms.
+            if f.type in ("int", int) and not isinstance(value, bool):
+                try:
+                    value = int(value)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{f.name} must be a whole number, got {value!r}.") from None
+                setattr(self, f.name, value)
+            elif f.type in ("float", float):
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{f.name} must be a number, got {value!r}.") from None
+                setattr(self, f.name, value)
+            elif f.type in ("bool", bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{f.name} must be true or false, got {value!r}.")
+            elif f.type in ("str", str):
+                if value is None:
+                    value = ""
+                if not isinstance(value, str):
+                    raise ConfigError(f"{f.name} must be text, got {value!r}.")
+                setattr(self, f.name, value.strip())
+            lo, hi = meta.get("min"), meta.get("max")
+            if lo is not None and value < lo:
+                raise ConfigError(f"{f.name} is {value}, below its minimum {lo}: set it to at least {lo}.")
+            if hi is not None and value > hi:
+                raise ConfigError(f"{f.name} is {value}, above its maximum {hi}: set it to at most {hi}.")
+            choices = meta.get("choices")
+            if choices and value not in choices:
+                raise ConfigError(f"{f.name} is {value!r}; choose one of: {', '.join(choices)}.")
+        if not self.model:
+            raise ConfigError("model is empty: pick the bundled model, a hub id or a local folder.")
+        if not self.target_modules:
+            raise ConfigError("target_modules is empty: use 'all-linear' or a comma list such as q_proj,v_proj.")
+
+    # --- (de)serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"Unknown setting(s) {', '.join(unknown)}: remove them or check the spelling "
+                              f"(see README for the list).")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"Config file {path} does not exist: check the path.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"Config file {path} is not valid JSON ({e}): fix the file or save it again "
+                              f"from the Settings tab.") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"Config file {path} must hold a JSON object of settings.")
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    def diff(self, other: RunConfig) -> dict[str, tuple[Any, Any]]:
+        """Fields whose values differ: {name: (mine, theirs)}."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def field_help() -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, help) for every field, in order: used by README and --help."""
+    return [(f.name, f.type if isinstance(f.type, str) else f.type.__name__, f.default, f.metadata["help"])
+            for f in dataclasses.fields(RunConfig)]
+
+
+# Presets: named sets of values the user can start from, then edit.
+PRESETS: dict[str, dict[str, Any]] = {
+    "Quick test": {"epochs": 1.0, "max_steps": 30, "learning_rate": 3e-4, "lora_rank": 8, "lora_alpha": 16,
+                   "max_seq_length": 256, "batch_size": 4, "gradient_accumulation": 1, "eval_every": 10,
+                   "save_every": 0},
+    "Balanced": {"epochs": 2.0, "max_steps": 0, "learning_rate": 2e-4, "lora_rank": 16, "lora_alpha": 32,
+                 "max_seq_length": 512, "batch_size": 4, "gradient_accumulation": 2, "eval_every": 25,
+                 "save_every": 50},
+    "Thorough": {"epochs": 3.0, "max_steps": 0, "learning_rate": 1e-4, "lora_rank": 32, "lora_alpha": 64,
+                 "max_seq_length": 1024, "batch_size": 4, "gradient_accumulation": 4, "eval_every": 50,
+                 "save_every": 100},
+}
+
+
+def apply_preset(config: RunConfig, preset: str) -> RunConfig:
+    if preset not in PRESETS:
+        raise ConfigError(f"Unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}.")
+    return dataclasses.replace(config, **PRESETS[preset])

