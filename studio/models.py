@@ -101,7 +101,7 @@ def bundled_model_dir() -> Path:
 
 def tiny_test_model_dir() -> Path:
     """A 2-layer random Llama with the bundled tokenizer, saved once: fast tests use it."""
-    target = cache_dir() / "tiny-test-v1"
+    target = cache_dir() / "tiny-test-v2"
     if (target / "model.safetensors").is_file():
         return target
     import torch
@@ -110,7 +110,7 @@ def tiny_test_model_dir() -> Path:
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, initializer_range=0.2,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)

@@ -104,7 +104,7 @@ def describe_failure(err: BaseException) -> tuple[str, str]:
 
 # --- build ------------------------------------------------------------------------------
 def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool) -> str:
-    from transformers import Trainer
+    from transformers import PrinterCallback, ProgressCallback, Trainer
 
     from . import data, models
 
@@ -124,6 +124,9 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool) 
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
                       data_collator=make_collator(config, tokenizer), processing_class=tokenizer,
                       callbacks=[EventCallback(run_dir, events, config, method)])
+    # Progress goes to events.jsonl; the worker's stdout carries only the run folder.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.info("no checkpoint to resume from; starting from step 0")
@@ -238,10 +241,8 @@ def training_arguments(config: RunConfig, method: str, run_dir: Path, has_eval: 
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
-        logging_dir=str(run_dir / "tensorboard"),
         dataloader_num_workers=0,
         disable_tqdm=True,
-        save_safetensors=True,
     )
 
 
@@ -321,8 +322,8 @@ class EventCallback(_make_callback_base()):
         if not force and now - self.last_status < 0.5:
             return
         self.last_status = now
-        write_status(self.run_dir, status=status, step=state.global_step, total_steps=state.max_steps,
-                     epoch=state.epoch, pid=os.getpid(), **self._speed(state))
+        write_status(self.run_dir, status=status, step=state.global_step, epoch=state.epoch, pid=os.getpid(),
+                     **self._speed(state))
 
 
 def current_memory_gb() -> float:

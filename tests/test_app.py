@@ -1,0 +1,53 @@
+"""The app starts as `python -m studio ui`, answers HTTP, and loads no model at start."""
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+from .conftest import studio_cmd
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_page_quickly(tmp_path):
+    port = free_port()
+    env = {**os.environ, "STUDIO_TEST_MODELS": "1"}
+    proc = subprocess.Popen(studio_cmd("ui", "--port", str(port), "--runs-dir", str(tmp_path / "runs")),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    started = time.time()
+    try:
+        body = None
+        while time.time() - started < 60:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    body = response.read().decode()
+                    break
+            except OSError:
+                if proc.poll() is not None:
+                    raise AssertionError(proc.stdout.read())
+                time.sleep(0.5)
+        assert body is not None, "the page was not served within 60 s"
+        assert "Studio" in body
+        # The app binds to this machine only unless --share is given.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as response:
+            config = response.read().decode()
+        for tab in ("1. Model", "2. Data", "3. Settings", "4. Train", "5. Chat"):
+            assert tab in config
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_share_requires_a_login():
+    from studio.ui.app import auth_for
+
+    creds, generated = auth_for(share=True, auth=None)
+    assert creds[0] == "studio" and creds[1] == generated and len(generated) >= 12
+    assert auth_for(share=True, auth="ann:secret") == (("ann", "secret"), None)
+    assert auth_for(share=False, auth=None) == (None, None)

@@ -1,0 +1,94 @@
+"""End-to-end training on the tiny model: files, events, loss, and the CLI."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from studio import train
+from studio.config import TINY_TEST_MODEL, RunConfig
+from studio.events import read_events, read_status, replay
+
+from .conftest import studio_cmd
+
+
+def tiny_config(data_path, **overrides) -> RunConfig:
+    values = dict(model=TINY_TEST_MODEL, data_path=str(data_path), max_steps=30, learning_rate=5e-3,
+                  batch_size=4, max_seq_length=128, lora_rank=8, lora_alpha=16, lora_dropout=0.0,
+                  validation_fraction=0.2, eval_every=10, save_every=0, warmup_ratio=0.0, lr_scheduler="constant_with_warmup")
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def test_run_writes_adapter_events_and_loss_falls(tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    status = train.run(tiny_config(tiny_data), run_dir)
+    assert status == "finished", (run_dir / "worker.log").read_text()[-2000:]
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["max_steps"] == 30
+    assert read_status(run_dir)["status"] == "finished"
+    events = read_events(run_dir)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    history = replay(events)
+    assert history.train_steps == list(range(1, 31))
+    assert all(e["learning_rate"] is not None for e in events if e["type"] == "log")
+    assert history.eval_steps[:3] == [10, 20, 30]
+    # The rows repeat five memorised answers: the loss must fall a lot.
+    first, last = sum(history.train_loss[:3]) / 3, sum(history.train_loss[-3:]) / 3
+    assert last < 0.6 * first, history.train_loss
+    assert history.eval_loss[-1] < history.eval_loss[0]
+    assert history.last_log["tokens_per_s"] > 0
+
+
+def test_padded_batches_train_too(tiny_data, tmp_path):
+    status = train.run(tiny_config(tiny_data, packing=False, max_steps=4, eval_every=0), tmp_path / "run")
+    assert status == "finished"
+
+
+def test_qlora_without_cuda_fails_with_the_fix(tiny_data, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    assert train.run(tiny_config(tiny_data, method="qlora"), run_dir) == "failed"
+    error = replay(read_events(run_dir)).error
+    assert "needs a CUDA GPU" in error["message"] and "LoRA fp32" in error["message"]
+    assert "Traceback" in (run_dir / "worker.log").read_text()  # the details go to the log only
+
+
+def test_cli_train_prints_run_folder(tiny_data, tmp_path):
+    config_path = tmp_path / "config.json"
+    tiny_config(tiny_data, max_steps=3, eval_every=0).save(config_path)
+    out = subprocess.run(studio_cmd("train", str(config_path), "--runs-dir", str(tmp_path / "runs")),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(out.stdout.strip().splitlines()) == 1  # only the run folder
+    run_dir = Path(out.stdout.strip())
+    assert run_dir.parent == tmp_path / "runs"
+    assert read_status(run_dir)["status"] == "finished"
+
+
+@pytest.mark.parametrize("content,words", [
+    ('{"epochs": "many"}', ["epochs", "number"]),
+    ("[1, 2", ["not valid JSON"]),
+])
+def test_cli_bad_config_is_one_line(tmp_path, content, words):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    out = subprocess.run(studio_cmd("train", str(path), "--runs-dir", str(tmp_path)), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and out.stderr.startswith("Error: ")
+    assert len(out.stderr.strip().splitlines()) == 1
+    for word in words:
+        assert word in out.stderr
+
+
+def test_cli_bad_data_fails_cleanly(tmp_path):
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text('{"messages": [}\n')
+    config_path = tmp_path / "config.json"
+    tiny_config(bad).save(config_path)
+    out = subprocess.run(studio_cmd("train", str(config_path), "--runs-dir", str(tmp_path / "runs")),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "line 1 " in out.stderr.lower()
