@@ -150,7 +150,49 @@ def resolve_model_source(name: str) -> str:
     return name
 
 
-def _hub_error(name: str, err: Exception) -> ModelError:
+_reachability: dict[str, tuple[float, bool]] = {}
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Can the model hub be reached? Checked with one TCP connect in a thread, cached for a minute,
+    so an offline machine gets a clear message in seconds instead of a minute of retries."""
+    import socket
+    import threading
+    import time
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    cached = _reachability.get(host)
+    if cached and time.time() - cached[0] < 60:
+        return cached[1]
+    result = [False]
+
+    def probe():
+        try:
+            socket.create_connection((host, 443), timeout=timeout_s).close()
+            result[0] = True
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)  # DNS itself can hang; never wait past timeout_s
+    thread.start()
+    thread.join(timeout_s)
+    _reachability[host] = (time.time(), result[0])
+    return result[0]
+
+
+def hub_kwargs(source: str) -> dict:
+    """Extra from_pretrained arguments: offline, a hub id is looked up in the local cache only."""
+    if Path(source).is_dir() or hub_reachable():
+        return {}
+    return {"local_files_only": True}
+
+
+def hub_error(name: str, err: Exception) -> ModelError:
     text = f"{type(err).__name__}: {err}"
     if "gated" in text.lower() or "401" in text or "403" in text:
         return ModelError(f"{name} is a gated model: accept its licence on the hub and log in with "
@@ -170,13 +212,13 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
 
     source = resolve_model_source(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **hub_kwargs(source))
     except Exception as err:  # noqa: BLE001 - turned into one sentence for the user
         log.exception("tokenizer load failed for %s", name)
         if Path(source).is_dir():
             raise ModelError(f"The tokenizer of {name} could not be loaded: the folder needs tokenizer.json or "
                              f"tokenizer.model with tokenizer_config.json.") from err
-        raise _hub_error(name, err) from err
+        raise hub_error(name, err) from err
     if tokenizer.pad_token is None:
         # Padding never reaches the loss (labels are -100 there); eos is a safe stand-in.
         tokenizer.pad_token = tokenizer.eos_token
@@ -257,7 +299,7 @@ def load_base_model(name: str, method: str = "lora32", trust_remote_code: bool =
     from transformers import AutoModelForCausalLM
 
     source = resolve_model_source(name)
-    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    kwargs: dict = {"trust_remote_code": trust_remote_code, **hub_kwargs(source)}
     if method == "qlora":
         if not torch.cuda.is_available():
             raise ConfigError("QLoRA 4-bit needs a CUDA GPU and none was found: choose 'LoRA fp32' to train on "
@@ -284,10 +326,10 @@ def load_base_model(name: str, method: str = "lora32", trust_remote_code: bool =
             raise ModelError(f"{name} has an architecture this version of transformers does not know: upgrade "
                              f"transformers or pick another model.") from err
         else:
-            raise _hub_error(name, err) from err
+            raise hub_error(name, err) from err
     except OSError as err:
         log.exception("model load failed for %s", name)
-        raise _hub_error(name, err) from err
+        raise hub_error(name, err) from err
     return model
 
 

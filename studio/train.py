@@ -140,6 +140,11 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool) 
     trainer.model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
     status = "stopped" if stopped else "finished"
+    speed = replay(read_events(run_dir)).last_log.get("tokens_per_s")
+    if speed and trainer.state.global_step >= 10:  # too short a run measures start-up, not speed
+        from .estimate import record_speed
+
+        record_speed(config.model, method, speed)
     events.write("end", status=status, step=trainer.state.global_step, adapter=ADAPTER_DIR,
                  peak_memory_gb=peak_memory_gb())
     write_status(run_dir, status=status, step=trainer.state.global_step, total_steps=trainer.state.max_steps,

@@ -48,10 +48,21 @@ def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | Non
                 build_data_tab(ctx)
             with gr.Tab("3. Settings", id="settings"):
                 build_settings_tab(ctx)
-            with gr.Tab("4. Train", id="train"):
+            with gr.Tab("4. Train", id="train") as train_tab:
                 build_train_tab(ctx)
             with gr.Tab("5. Chat", id="chat"):
                 build_chat_tab(ctx)
+        # Wiring that needs components of later tabs (e.g. the Data tab's length check uses max_seq_length).
+        for hook in ctx.extra.get("after_build", []):
+            hook(ctx)
+        # The fit badges of the Model tab follow the method, length and batch chosen in Settings.
+        from .model_tab import catalog_table
+
+        sizing = [ctx.fields["method"], ctx.fields["max_seq_length"], ctx.fields["batch_size"]]
+        for component in sizing:
+            component.change(catalog_table, sizing, ctx.extra["catalog_table"], show_progress="hidden")
+        # Opening the Train tab checks the settings and shows the estimate next to Start.
+        train_tab.select(*ctx.extra["train_tab_select"])
         on_load, outputs = ctx.extra["train_load"]
         app.load(on_load, None, outputs)
     return app

@@ -33,7 +33,11 @@ def describe_model(name: str, trust_remote_code: bool) -> str:
         from transformers import AutoConfig
 
         source = models.resolve_model_source(name)
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                                **models.hub_kwargs(source))
+        except Exception as err:  # noqa: BLE001 - the same sentence as a failed model load
+            raise models.hub_error(name, err) from err
         tokenizer = models.load_tokenizer(name, trust_remote_code)
     except Exception as err:  # noqa: BLE001 - one sentence for the user
         return f"**Cannot use this model:** {user_message(err)}"

@@ -40,16 +40,26 @@ def default_run(runs_dir) -> str | None:
     return runs[0].run_id if runs else None
 
 
+# Plots read their axis types (number or category) from the first frame they get and keep them, so every frame,
+# empty ones too, carries numeric dtypes: an untyped empty frame made the step and loss axes categorical for good.
+LOSS_DTYPES = {"step": "int64", "loss": "float64", "series": "object"}
+LR_DTYPES = {"step": "int64", "learning rate": "float64"}
+
+
+def typed(frame: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
+    return frame.reindex(columns=list(dtypes)).astype(dtypes)
+
+
 def loss_frame(history) -> pd.DataFrame:
     rows = [{"step": s, "loss": v, "series": "train"} for s, v in zip(history.train_steps, history.train_loss)]
     rows += [{"step": s, "loss": v, "series": "train (smoothed)"}
              for s, v in zip(history.train_steps, smooth(history.train_loss, 0.8))]
     rows += [{"step": s, "loss": v, "series": "validation"} for s, v in zip(history.eval_steps, history.eval_loss)]
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+    return typed(pd.DataFrame(rows, columns=["step", "loss", "series"]), LOSS_DTYPES)
 
 
 def lr_frame(history) -> pd.DataFrame:
-    return pd.DataFrame({"step": history.train_steps, "learning rate": history.learning_rate})
+    return typed(pd.DataFrame({"step": history.train_steps, "learning rate": history.learning_rate}), LR_DTYPES)
 
 
 def status_markdown(run_dir, status: dict, history) -> str:
@@ -84,16 +94,16 @@ def status_markdown(run_dir, status: dict, history) -> str:
 def refresh(runs_dir, run_id: str | None):
     """Everything the live view shows, rebuilt from the run's files."""
     jobs.reap_children()
-    empty = pd.DataFrame(columns=["step", "loss", "series"])
+    empty = typed(pd.DataFrame(), LOSS_DTYPES)
     if not run_id:
         return ("No run yet. Pick a model, data and settings, then press **Start training**.", empty,
-                pd.DataFrame(columns=["step", "learning rate"]), gr.update(value="", visible=False))
+                typed(pd.DataFrame(), LR_DTYPES), gr.update(value="", visible=False))
     try:
         run_dir = jobs.run_path(runs_dir, run_id)
         status = jobs.run_state(run_dir)
         history = replay(read_events(run_dir))
     except Exception as err:  # noqa: BLE001
-        return f"**Error:** {user_message(err)}", empty, pd.DataFrame(), gr.update(visible=False)
+        return f"**Error:** {user_message(err)}", empty, typed(pd.DataFrame(), LR_DTYPES), gr.update(visible=False)
     failed = status.get("status") == "failed"
     log = history.error.get("log_tail") or jobs.log_tail(run_dir) if failed else ""
     return (status_markdown(run_dir, status, history), loss_frame(history), lr_frame(history),
@@ -113,7 +123,7 @@ def history_table(runs_dir) -> pd.DataFrame:
 
 def compare_runs(runs_dir, run_ids: list[str]):
     if not run_ids:
-        return pd.DataFrame(columns=["step", "loss", "series"]), pd.DataFrame()
+        return typed(pd.DataFrame(), LOSS_DTYPES), pd.DataFrame()
     frames, dirs = [], []
     for run_id in run_ids:
         run_dir = jobs.run_path(runs_dir, run_id)
@@ -125,7 +135,7 @@ def compare_runs(runs_dir, run_ids: list[str]):
     diffs = jobs.config_differences(dirs)
     table = pd.DataFrame([{"Setting": k, **{rid: str(v) for rid, v in zip(run_ids, values)}}
                           for k, values in diffs.items()])
-    return pd.concat(frames, ignore_index=True), table
+    return typed(pd.concat(frames, ignore_index=True), LOSS_DTYPES), table
 
 
 def build_train_tab(ctx: UIContext) -> None:
@@ -137,6 +147,10 @@ def build_train_tab(ctx: UIContext) -> None:
         start = gr.Button("Start training", variant="primary", elem_id="start")
         stop = gr.Button("Stop (saves the adapter)", variant="stop", elem_id="stop")
         resume = gr.Button("Resume", elem_id="resume")
+    with gr.Row():
+        estimate = gr.Markdown("Press **Check & estimate** to validate the settings and see the memory and time "
+                               "this run needs.", elem_id="estimate")
+        estimate_btn = gr.Button("Check & estimate", size="sm", scale=0)
     notice = gr.Markdown(elem_id="train-notice")
     run_select = gr.Dropdown(label="Run shown", choices=run_choices(runs_dir), value=default_run(runs_dir),
                              elem_id="run-select", interactive=True)
@@ -160,6 +174,14 @@ def build_train_tab(ctx: UIContext) -> None:
         with gr.Row():
             delete_confirm = gr.Checkbox(label="Yes, delete the run shown above and its files", value=False)
             delete_btn = gr.Button("Delete run", variant="stop")
+
+    def on_estimate(*values):
+        try:
+            from ..estimate import estimate_run
+
+            return estimate_run(config_from_values(names, list(values))).summary()
+        except Exception as err:  # noqa: BLE001
+            return f"**Fix this before starting:** {user_message(err)}"
 
     def on_start(*values):
         try:
@@ -214,6 +236,8 @@ def build_train_tab(ctx: UIContext) -> None:
             gr.update(choices=[c[1] for c in run_choices(runs_dir)])
 
     start.click(on_start, [ctx.fields[n] for n in names], [notice, run_select])
+    estimate_btn.click(on_estimate, [ctx.fields[n] for n in names], estimate)
+    ctx.extra["train_tab_select"] = (on_estimate, [ctx.fields[n] for n in names], estimate)
     stop.click(on_stop, run_select, notice)
     resume.click(on_resume, run_select, notice)
     delete_btn.click(on_delete, [run_select, delete_confirm], [notice, run_select, table, delete_confirm])

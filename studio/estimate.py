@@ -1,0 +1,146 @@
+"""Before a run starts: how much memory it needs and how long it will take on this machine.
+
+Time = tokens to train / tokens per second. Tokens come from the dataset itself (tokenised with
+the model's tokenizer). Tokens per second come, in order of trust, from (1) the speed a finished
+run of the same model and method measured on this machine, (2) a FLOP-based default: LoRA on a
+frozen base costs about 4 N FLOPs per token (forward 2N + backward through activations 2N; no
+weight gradients for the frozen weights), divided by an effective FLOP/s of this hardware.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .config import RunConfig
+
+# Effective fp32 FLOP/s per CPU core for LoRA training, measured here with SmolLM2-135M
+# (2 cores, batch 4 x ~80 tokens: about 3 s a step with padding).
+CPU_FLOPS_PER_CORE = 2.9e10
+# Effective FLOP/s on a GPU for QLoRA / LoRA-16: a conservative 25% of an A100-class bf16 peak.
+GPU_FLOPS = 0.25 * 312e12
+LOAD_OVERHEAD_S = {"cpu": 15.0, "gpu": 30.0}  # model load, tokenisation, adapter save
+
+
+@dataclass
+class Estimate:
+    memory_gb: float
+    available_gb: float
+    fit: str
+    steps: int
+    tokens: int
+    tokens_per_s: float
+    seconds: float
+    basis: str  # where tokens_per_s came from, in words
+
+    def summary(self) -> str:
+        minutes = self.seconds / 60
+        when = f"about {minutes:.0f} min" if minutes >= 1.5 else f"about {self.seconds:.0f} s"
+        return (f"Estimated peak memory **{self.memory_gb:.1f} GB** of {self.available_gb:.0f} GB ({self.fit}); "
+                f"**{self.steps} steps**, {self.tokens:,} tokens, {when} at ~{self.tokens_per_s:,.0f} tokens/s "
+                f"({self.basis}).")
+
+
+def _speeds_file() -> Path:
+    from .models import cache_dir
+
+    return cache_dir() / "speeds.json"
+
+
+def record_speed(model: str, method: str, tokens_per_s: float) -> None:
+    """Remember the speed a run measured, for the next estimate on this machine."""
+    path = _speeds_file()
+    try:
+        speeds = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        speeds = {}
+    speeds[f"{model}|{method}"] = tokens_per_s
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(speeds, indent=1))
+    os.replace(tmp, path)
+
+
+def measured_speed(model: str, method: str) -> float | None:
+    try:
+        return float(json.loads(_speeds_file().read_text())[f"{model}|{method}"])
+    except (OSError, KeyError, ValueError, json.JSONDecodeError):
+        return None
+
+
+@lru_cache(maxsize=16)
+def _model_shape(model: str) -> tuple[float, int, int]:
+    """(parameters, hidden size, layers) from the model's config, without loading weights."""
+    from transformers import AutoConfig
+
+    from . import models
+
+    source = models.resolve_model_source(model)
+    config = AutoConfig.from_pretrained(source, **models.hub_kwargs(source))
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    inter = getattr(config, "intermediate_size", 4 * hidden)
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", heads) or heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    attn = hidden * head_dim * (2 * heads + 2 * kv)
+    per_layer = attn + 3 * hidden * inter
+    embeddings = config.vocab_size * hidden  # the output projection costs this much compute per token
+    return float(layers * per_layer + embeddings), hidden, layers
+
+
+@lru_cache(maxsize=8)
+def _dataset_tokens(config_json: str, mtime: float) -> tuple[int, int]:
+    """(training rows, real training tokens per epoch) - cached per data file version and settings."""
+    from . import data, models
+
+    config = RunConfig.from_dict(json.loads(config_json))
+    tokenizer = models.load_tokenizer(config.model, config.trust_remote_code)
+    train, _ = data.load_for_config(config)
+    total = 0
+    for example in train:
+        total += len(data.encode_example(example, tokenizer, config.max_seq_length,
+                                         config.train_on_answers_only)["input_ids"])
+    return len(train), total
+
+
+def estimate_run(config: RunConfig) -> Estimate:
+    """Memory and time for config on this machine. Raises the data/model errors a run would raise."""
+    from . import models
+
+    hardware = models.detect_hardware()
+    method = models.resolve_method(config)
+    keyed = {k: v for k, v in config.to_dict().items()
+             if k in ("model", "data_path", "validation_path", "validation_fraction", "prompt_column",
+                      "response_column", "system_column", "text_column", "seed", "max_seq_length",
+                      "train_on_answers_only", "trust_remote_code")}
+    mtime = Path(config.data_path).stat().st_mtime if config.data_path and Path(config.data_path).exists() else 0
+    rows, tokens_per_epoch = _dataset_tokens(json.dumps(keyed, sort_keys=True), mtime)
+    params, hidden, layers = _model_shape(config.model)
+    per_step_rows = config.batch_size * config.gradient_accumulation
+    steps_per_epoch = max(1, math.ceil(rows / per_step_rows))
+    steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(steps_per_epoch * config.epochs))
+    tokens = int(tokens_per_epoch / rows * per_step_rows * steps) if rows else 0
+
+    measured = measured_speed(config.model, method)
+    if measured:
+        speed, basis = measured, "measured by an earlier run on this machine"
+    elif hardware["cuda"]:
+        speed, basis = GPU_FLOPS / (4 * params), "typical GPU speed"
+    else:
+        speed = CPU_FLOPS_PER_CORE * min(hardware["cpu_count"], 16) / (4 * params)
+        basis = f"calibrated for {hardware['cpu_count']} CPU cores"
+    overhead = LOAD_OVERHEAD_S["gpu" if hardware["cuda"] else "cpu"]
+    seconds = overhead + tokens / max(speed, 1e-9)
+    if config.eval_every and config.validation_fraction > 0:
+        seconds *= 1 + config.validation_fraction / 3  # eval passes: forward only, about a third of a step
+
+    # Packed: one row of batch_size examples laid end to end; padded: batch_size rows of the longest.
+    mean_len = max(1, tokens_per_epoch // max(rows, 1))
+    seq, batch = (mean_len * config.batch_size, 1) if config.packing else (config.max_seq_length, config.batch_size)
+    memory = models.estimate_memory_gb(params / 1e9, method, seq, batch, hidden=hidden, layers=layers)
+    available = hardware.get("gpu_memory_gb") or hardware["ram_gb"]
+    return Estimate(memory_gb=memory, available_gb=available, fit=models.fit_badge(memory, available), steps=steps,
+                    tokens=tokens, tokens_per_s=speed, seconds=seconds, basis=basis)

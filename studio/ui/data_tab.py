@@ -1,0 +1,363 @@
+"""Tab 2: upload or pick a dataset, see its format, problems, token lengths, and rows as the model sees them.
+
+A thin shell over studio.data: every action here has a twin in `python -m studio data`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import html
+import threading
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from .. import data
+from ..config import RunConfig
+from ..models import load_tokenizer
+from .common import UIContext, config_component, error_markdown, user_message
+
+MAPPING_FIELDS = ("prompt_column", "response_column", "system_column", "text_column")
+PREVIEW_EXAMPLES = 3
+PROBLEM_ROWS_SHOWN = 500
+DEFAULT_MAX_SEQ_LENGTH = 512
+TRAINED_BG = "#bbf7d0"  # green: loss computed here
+MASKED_FG = "#6b7280"  # grey: context only
+
+_reports: dict = {}  # (path, mtime, size, mapping) -> DataReport; the last few analyses, so re-renders are instant
+_reports_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def cached_tokenizer(name: str):
+    return load_tokenizer(name)
+
+
+def analyse(path: str, mapping: data.ColumnMapping | None) -> data.DataReport:
+    """load_data with a small cache keyed by the file's identity and the mapping."""
+    p = Path(path)
+    try:
+        stat = p.stat()
+        key = (str(p.resolve()), stat.st_mtime_ns, stat.st_size, dataclasses.astuple(mapping) if mapping else None)
+    except OSError:
+        key = None
+    with _reports_lock:
+        if key in _reports:
+            return _reports[key]
+    report = data.load_data(path, mapping)
+    if key is not None:
+        with _reports_lock:
+            while len(_reports) >= 3:
+                _reports.pop(next(iter(_reports)))
+            _reports[key] = report
+    return report
+
+
+# --- pure renderers (tested without a browser) -----------------------------------------------
+def segments_html(rows: list[tuple[int, list[tuple[str, bool]]]]) -> str:
+    """Rows rendered with the chat template: trained-on text on green, masked context in grey. Escaped."""
+    legend = (f'<div style="margin-bottom:6px;font-size:0.9em"><span style="background:{TRAINED_BG};padding:1px 4px">'
+              f'green</span> = the model learns to write this (loss computed) &nbsp; '
+              f'<span style="color:{MASKED_FG}">grey</span> = context it reads but is not trained on</div>')
+    if not rows:
+        return legend + "<p>No usable rows to preview.</p>"
+    blocks = []
+    for row, segments in rows:
+        spans = []
+        for text, trained in segments:
+            style = f"background:{TRAINED_BG}" if trained else f"color:{MASKED_FG}"
+            spans.append(f'<span style="{style}">{html.escape(text)}</span>')
+        blocks.append(f'<div style="margin:8px 0"><div style="font-weight:600">Row {row}</div>'
+                      f'<pre style="white-space:pre-wrap;word-break:break-word;margin:2px 0;padding:8px;'
+                      f'border:1px solid #e5e7eb;border-radius:6px;font-size:0.85em">{"".join(spans)}</pre></div>')
+    return legend + "".join(blocks)
+
+
+def histogram_svg(lengths: list[int], max_seq_length: int, bins: int = 30) -> str:
+    """An inline SVG histogram of token lengths with the cut-off drawn as a red line."""
+    if not lengths:
+        return ""
+    width, height, pad = 640, 180, 30
+    top = max(max(lengths), max_seq_length) * 1.05
+    step = top / bins
+    counts = [0] * bins
+    for n in lengths:
+        counts[min(int(n / step), bins - 1)] += 1
+    peak = max(counts)
+    bar_w = (width - 2 * pad) / bins
+    bars = []
+    for i, count in enumerate(counts):
+        h = (height - 2 * pad) * count / peak
+        x, y = pad + i * bar_w, height - pad - h
+        over = (i + 1) * step > max_seq_length
+        bars.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w - 1:.1f}" height="{h:.1f}" '
+                    f'fill="{"#f59e0b" if over else "#6366f1"}"><title>{int(i * step)}-{int((i + 1) * step)} tokens: '
+                    f'{count} rows</title></rect>')
+    cut_x = pad + (width - 2 * pad) * max_seq_length / top
+    axis = (f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#9ca3af"/>'
+            f'<text x="{pad}" y="{height - 8}" font-size="11">0</text>'
+            f'<text x="{width - pad}" y="{height - 8}" font-size="11" text-anchor="end">{int(top)} tokens</text>')
+    cut = (f'<line x1="{cut_x:.1f}" y1="{pad - 10}" x2="{cut_x:.1f}" y2="{height - pad}" stroke="#dc2626" '
+           f'stroke-dasharray="4 3" stroke-width="2"/><text x="{cut_x + 4:.1f}" y="{pad - 2}" font-size="11" '
+           f'fill="#dc2626">max_seq_length {max_seq_length}</text>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+            f'style="max-width:{width}px" role="img" aria-label="Histogram of token lengths">'
+            f'{"".join(bars)}{axis}{cut}</svg>')
+
+
+def problems_frame(report: data.DataReport) -> pd.DataFrame:
+    rows = [{"Row": p.row, "Problem": p.kind.replace("_", " "), "Details": p.message}
+            for p in report.problems[:PROBLEM_ROWS_SHOWN]]
+    return pd.DataFrame(rows, columns=["Row", "Problem", "Details"])
+
+
+def status_markdown(report: data.DataReport) -> str:
+    good = len(report.good_examples())
+    columns = ", ".join(report.columns[:12]) + (", ..." if len(report.columns) > 12 else "")
+    lines = [(f"**Detected:** {report.format_label} &nbsp;·&nbsp; **{report.n_rows:,} rows**, {good:,} usable "
+             f"&nbsp;·&nbsp; columns: {columns}")]
+    if report.message:
+        lines.append(f"**Action needed:** {report.message}")
+    n_bad, n_dup = len(report.bad_rows(include_duplicates=False)), sum(p.kind == "duplicate" for p in report.problems)
+    if n_bad or n_dup:
+        lines.append(f"{n_bad:,} rows cannot be used and {n_dup:,} repeat an earlier row: see Problems below, or "
+                     f"press *Drop bad rows*.")
+    lines += [f"*{note}*" for note in report.notes]
+    return "\n\n".join(lines)
+
+
+def split_markdown(report: data.DataReport | None, fraction: float, validation_path: str) -> str:
+    if report is None:
+        return ""
+    good = len(report.good_examples())
+    if validation_path:
+        return f"Training rows: **{good:,}**; validation rows come from **{Path(validation_path).name}**."
+    try:
+        train, val = data.split_sizes(good, float(fraction or 0))
+    except data.DataError as err:
+        return error_markdown(err)
+    if not val:
+        return f"Training rows: **{train:,}**; no validation rows (validation loss will not be measured)."
+    return f"Training rows: **{train:,}**; validation rows: **{val:,}** ({float(fraction):.0%}, picked with the seed)."
+
+
+class _PlainTokenizer:
+    """Stands in when the model's tokenizer cannot be loaded: the '### Role:' layout, no token counts."""
+
+    chat_template = None
+    eos_token = ""
+
+
+def model_view(report: data.DataReport, model: str, answers_only: bool, max_len: int) -> tuple[str, str, str]:
+    """(preview HTML, stats markdown, histogram SVG) for a report and a model."""
+    try:
+        tokenizer = cached_tokenizer(model)
+    except Exception as err:  # noqa: BLE001 - shown as one sentence, the preview still works
+        rows = [(row, data.render_segments(e, _PlainTokenizer(), answers_only))
+                for row, e in _first_usable(report)]
+        return segments_html(rows), f"**Token lengths unavailable:** {user_message(err)}", ""
+    rows = [(row, data.render_segments(e, tokenizer, answers_only)) for row, e in _first_usable(report)]
+    stats = data.token_stats(report.examples, tokenizer, int(max_len))
+    return segments_html(rows), data.describe_stats(stats), histogram_svg(stats["lengths"], int(max_len))
+
+
+def _first_usable(report: data.DataReport) -> list[tuple[int, dict]]:
+    found = []
+    for row, example in enumerate(report.examples, 1):
+        if example is not None:
+            found.append((row, example))
+            if len(found) >= PREVIEW_EXAMPLES:
+                break
+    return found
+
+
+def _mapping_choices(report: data.DataReport) -> list[str]:
+    choices = [""] + list(report.columns)
+    for value in dataclasses.astuple(report.mapping):
+        if value and value not in choices:
+            choices.append(value)  # e.g. "instruction+input"
+    return choices
+
+
+def _mapping_of(prompt: str, response: str, system: str, text: str) -> data.ColumnMapping | None:
+    mapping = data.ColumnMapping(prompt or "", response or "", system or "", text or "")
+    return mapping if mapping.is_set() else None
+
+
+# --- the tab ---------------------------------------------------------------------------------
+def build_data_tab(ctx: UIContext) -> None:
+    defaults = RunConfig()
+    gr.Markdown("### Training data\nUpload your examples (CSV, TSV, JSON, JSONL, Parquet, TXT or Excel), or start "
+                "from a sample. The format is detected; check the preview below: it is exactly what the model "
+                "reads, with the part it learns to write in green.")
+    with gr.Row():
+        upload = gr.File(label="Upload a data file", file_types=sorted(data.EXTENSIONS), type="filepath",
+                         elem_id="data-upload", scale=2)
+        with gr.Column(scale=2):
+            samples = [(p.name, str(p)) for p in data.sample_files()]
+            sample = gr.Dropdown(choices=samples, value=None, label="...or start from a sample", elem_id="data-sample",
+                                 info="Small datasets written for Studio: a support bot, legal clauses, recipes, "
+                                      "product notes.")
+            data_path = config_component("data_path", label="Training file", interactive=False)
+    status = gr.Markdown(elem_id="data-status")
+    specs = {f.name: f for f in dataclasses.fields(RunConfig)}
+    with gr.Accordion("Column mapping (detected automatically; change it if the detection is wrong)", open=False), \
+            gr.Row():
+        mapping_boxes = [gr.Dropdown(choices=[""], value="", allow_custom_value=True, elem_id=f"field-{name}",
+                                     label=name.replace("_", " ").capitalize(), info=specs[name].metadata["help"])
+                         for name in MAPPING_FIELDS]
+    answers_only = config_component("train_on_answers_only", label="Train on answers only")
+    gr.Markdown("#### First rows, as read")
+    table = gr.Dataframe(interactive=False, wrap=True, max_height=320, elem_id="data-table")
+    gr.Markdown("#### As the model sees it")
+    preview = gr.HTML(elem_id="data-preview")
+    gr.Markdown("#### Token lengths")
+    stats_md = gr.Markdown(elem_id="data-stats")
+    histogram = gr.HTML(elem_id="data-histogram")
+    gr.Markdown("#### Problems")
+    problems = gr.Dataframe(value=pd.DataFrame(columns=["Row", "Problem", "Details"]), interactive=False, wrap=True,
+                            max_height=300, elem_id="data-problems")
+    with gr.Row():
+        drop = gr.Button("Drop bad rows", elem_id="data-drop")
+        drop_note = gr.Markdown()
+    gr.Markdown("#### Validation")
+    meta = specs["validation_fraction"].metadata
+    fraction = gr.Slider(meta["min"], meta["max"], value=defaults.validation_fraction, step=0.05,
+                         label="Validation fraction", info=meta["help"], elem_id="field-validation_fraction")
+    with gr.Row():
+        validation_upload = gr.File(label="Separate validation file (optional)", file_types=sorted(data.EXTENSIONS),
+                                    type="filepath", elem_id="data-validation-upload")
+        validation_path = config_component("validation_path", label="Validation file", interactive=False)
+    split_md = gr.Markdown(elem_id="data-split")
+
+    model = ctx.fields.get("model") or gr.State(ctx.default_model)
+    max_len = gr.State(DEFAULT_MAX_SEQ_LENGTH)
+    if "max_seq_length" in ctx.fields:
+        max_len = ctx.fields["max_seq_length"]
+
+    full_outputs = [data_path, status, table, preview, stats_md, histogram, problems, split_md, drop_note,
+                    *mapping_boxes]
+    blank = (gr.update(),) * len(full_outputs)
+
+    def show(path: str, mapping, model_name, only_answers, length, frac, val_path):
+        """Analyse `path` and fill every output; a bad file gives one sentence in the status line."""
+        if not path:
+            return blank
+        try:
+            report = analyse(path, mapping)
+        except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
+            return (path, error_markdown(err), pd.DataFrame(), "", "", "", problems_frame_empty(), "", "",
+                    *(gr.update() for _ in mapping_boxes))
+        html_preview, stats_line, svg = model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH)
+        choices = _mapping_choices(report)
+        boxes = [gr.update(choices=choices, value=v) for v in dataclasses.astuple(report.mapping)]  # MAPPING_FIELDS
+        return (path, status_markdown(report), report.preview, html_preview, stats_line, svg, problems_frame(report),
+                split_markdown(report, frac, val_path), "", *boxes)
+
+    def on_upload(file, model_name, only_answers, length, frac, val_path):
+        if not file:
+            return blank
+        try:
+            saved = data.save_upload(file, ctx.uploads_dir)
+        except Exception as err:  # noqa: BLE001
+            return (gr.update(), error_markdown(err), *blank[2:])
+        return show(str(saved), None, model_name, only_answers, length, frac, val_path)
+
+    def on_sample(path, model_name, only_answers, length, frac, val_path):
+        return show(path, None, model_name, only_answers, length, frac, val_path)
+
+    def on_mapping(path, prompt, response, system, text, model_name, only_answers, length, frac, val_path):
+        return show(path, _mapping_of(prompt, response, system, text), model_name, only_answers, length, frac,
+                    val_path)
+
+    def on_view(path, prompt, response, system, text, model_name, only_answers, length):
+        """Model, cut-off or masking changed: redraw the preview and the stats from the cached report."""
+        if not path:
+            return "", "", ""
+        try:
+            report = analyse(path, _mapping_of(prompt, response, system, text))
+            return model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH)
+        except Exception as err:  # noqa: BLE001
+            return "", error_markdown(err), ""
+
+    def on_drop(path, prompt, response, system, text, model_name, only_answers, length, frac, val_path):
+        if not path:
+            return (*blank[:8], "Upload a file first.", *blank[9:])
+        try:
+            report = analyse(path, _mapping_of(prompt, response, system, text))
+            dropped = len(report.bad_rows())
+            if not dropped:
+                return (*blank[:8], "No bad rows to drop.", *blank[9:])
+            clean = data.write_clean_copy(report, ctx.uploads_dir)
+        except Exception as err:  # noqa: BLE001
+            return (*blank[:8], error_markdown(err), *blank[9:])
+        out = list(show(str(clean), None, model_name, only_answers, length, frac, val_path))
+        out[8] = f"Dropped {dropped:,} rows; training now uses **{clean.name}**."
+        return tuple(out)
+
+    def on_validation(file, frac, path, prompt, response, system, text):
+        if not file:
+            return "", split_for(path, prompt, response, system, text, frac, "")
+        try:
+            saved = data.save_upload(file, ctx.uploads_dir)
+            check = data.load_data(saved, _mapping_of(prompt, response, system, text))
+            if not check.good_examples():
+                raise data.DataError(check.message or f"No usable rows in {saved.name}: check the file.")
+        except Exception as err:  # noqa: BLE001
+            return "", error_markdown(err)
+        return str(saved), split_for(path, prompt, response, system, text, frac, str(saved))
+
+    def split_for(path, prompt, response, system, text, frac, val_path):
+        if not path:
+            return ""
+        try:
+            return split_markdown(analyse(path, _mapping_of(prompt, response, system, text)), frac, val_path)
+        except Exception as err:  # noqa: BLE001
+            return error_markdown(err)
+
+    common = [model, answers_only, max_len, fraction, validation_path]
+    mapping_in = [data_path, *mapping_boxes]
+    upload.upload(on_upload, [upload, *common], full_outputs)
+    sample.input(on_sample, [sample, *common], full_outputs)
+    for box in mapping_boxes:
+        box.input(on_mapping, [*mapping_in, *common], full_outputs)
+    view_inputs = [*mapping_in, model, answers_only, max_len]
+    answers_only.change(on_view, view_inputs, [preview, stats_md, histogram])
+    if isinstance(model, gr.components.Component) and not isinstance(model, gr.State):
+        model.change(on_view, view_inputs, [preview, stats_md, histogram])
+    drop.click(on_drop, [*mapping_in, *common], full_outputs)
+    fraction.change(split_for, [*mapping_in, fraction, validation_path], split_md)
+    validation_upload.upload(on_validation, [validation_upload, fraction, *mapping_in], [validation_path, split_md])
+    validation_upload.clear(lambda *a: on_validation(None, *a), [fraction, *mapping_in], [validation_path, split_md])
+
+    def wire_max_seq_length(context: UIContext) -> None:
+        """Run by the app after every tab is built (ctx.extra["after_build"]): the Settings tab's max_seq_length
+        then drives the length check. Before that (or without it) the check uses 512 tokens."""
+        component = context.fields.get("max_seq_length")
+        if component is None or component is max_len or not isinstance(max_len, gr.State):
+            return
+        try:
+            max_len.value = int(component.value)  # the per-session starting value of the state
+        except (TypeError, ValueError):
+            pass
+
+        def on_length(length, *rest):
+            return (length, *on_view(*rest[:-1], length))
+
+        component.change(on_length, [component, *view_inputs], [max_len, preview, stats_md, histogram])
+
+    ctx.extra.setdefault("after_build", []).append(wire_max_seq_length)
+
+    ctx.fields["data_path"] = data_path
+    ctx.fields["validation_path"] = validation_path
+    ctx.fields["validation_fraction"] = fraction
+    for name, box in zip(MAPPING_FIELDS, mapping_boxes):
+        ctx.fields[name] = box
+    ctx.fields["train_on_answers_only"] = answers_only
+    ctx.extra["data_status"] = status
+
+
+def problems_frame_empty() -> pd.DataFrame:
+    return pd.DataFrame(columns=["Row", "Problem", "Details"])

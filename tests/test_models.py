@@ -1,0 +1,73 @@
+"""Model choice: offline errors are quick and clear; methods; memory estimates; the run estimate."""
+
+import time
+
+import pytest
+
+from studio import models
+from studio.config import TINY_TEST_MODEL, RunConfig
+from studio.errors import ConfigError, ModelError
+
+
+@pytest.mark.parametrize("name,words", [
+    ("nobody/surely-not-a-model-xyz", ["hub"]),
+    ("not a model id", ["neither a local folder nor a hub id"]),
+    ("/no/such/folder", ["does not exist"]),
+])
+def test_bad_model_ids_fail_fast_and_clearly(name, words):
+    from transformers import AutoConfig, AutoTokenizer  # noqa: F401 - imports are not what we time
+
+    started = time.time()
+    with pytest.raises(ModelError) as info:
+        models.load_tokenizer(name)
+    assert time.time() - started < 10
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_folder_without_safetensors_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(ModelError, match="no .safetensors"):
+        models.resolve_model_source(str(tmp_path))
+
+
+def test_local_folder_loads(tmp_path):
+    folder = models.tiny_test_model_dir()
+    assert models.resolve_model_source(str(folder)) == str(folder)
+    assert models.has_chat_template(models.load_tokenizer(str(folder)))
+
+
+def test_method_resolution_on_cpu():
+    assert models.resolve_method(RunConfig(method="auto")) == "lora32"
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        models.resolve_method(RunConfig(method="qlora"))
+
+
+def test_qlora_config_is_nf4_double_quant():
+    config = models.bnb_config(RunConfig(), "qlora")
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
+    assert models.bnb_config(RunConfig(), "lora32") is None
+    lora = models.lora_config(RunConfig(lora_rank=4, lora_alpha=8, target_modules="q_proj, v_proj"))
+    assert lora.r == 4 and set(lora.target_modules) == {"q_proj", "v_proj"}
+
+
+def test_memory_estimate_orders_methods_and_badges():
+    q = models.estimate_memory_gb(7.6, "qlora", 1024, 4)
+    h = models.estimate_memory_gb(7.6, "lora16", 1024, 4)
+    f = models.estimate_memory_gb(7.6, "lora32", 1024, 4)
+    assert q < h < f
+    assert 4 < q < 16  # published QLoRA figures for 7B: about 6-10 GB
+    assert models.fit_badge(q, 24) == "fits" and models.fit_badge(h, 12) == "too big"
+
+
+def test_run_estimate_counts_steps_and_tokens(tiny_data, monkeypatch):
+    from studio import estimate
+
+    monkeypatch.setattr(estimate, "measured_speed", lambda *a: None)
+    config = RunConfig(model=TINY_TEST_MODEL, data_path=str(tiny_data), max_steps=0, epochs=2, batch_size=4,
+                       validation_fraction=0.2)
+    result = estimate.estimate_run(config)
+    assert result.steps == 8  # 16 training rows / 4 per step x 2 epochs
+    assert result.tokens > 0 and result.seconds > 0 and result.fit == "fits"
+    assert "calibrated" in result.basis and "steps" in result.summary()
