@@ -128,6 +128,12 @@ class RunConfig:
         if not self.target_modules:
             raise ConfigError("target_modules is empty: use 'all-linear' or a comma list such as q_proj,v_proj.")
 
+    def check_data_size(self, n_train_rows: int) -> None:
+        """Settings that only make sense against the data: caught before a run starts."""
+        if self.batch_size > n_train_rows:
+            raise ConfigError(f"batch_size is {self.batch_size} but there are only {n_train_rows} training rows: "
+                              f"lower the batch size to {max(1, n_train_rows)} or add data.")
+
     # --- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

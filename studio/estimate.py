@@ -118,6 +118,7 @@ def estimate_run(config: RunConfig) -> Estimate:
                       "train_on_answers_only", "trust_remote_code")}
     mtime = Path(config.data_path).stat().st_mtime if config.data_path and Path(config.data_path).exists() else 0
     rows, tokens_per_epoch = _dataset_tokens(json.dumps(keyed, sort_keys=True), mtime)
+    config.check_data_size(rows)
     params, hidden, layers = _model_shape(config.model)
     per_step_rows = config.batch_size * config.gradient_accumulation
     steps_per_epoch = max(1, math.ceil(rows / per_step_rows))

@@ -19,8 +19,18 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import UserError
-from .events import (CONFIG_FILE, FINAL, LIVE, LOG_FILE, PID_FILE, STOP_FILE, read_events, read_status, replay,
-                     write_status)
+from .events import (
+    CONFIG_FILE,
+    FINAL,
+    LIVE,
+    LOG_FILE,
+    PID_FILE,
+    STOP_FILE,
+    read_events,
+    read_status,
+    replay,
+    write_status,
+)
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 STOP_GRACE_S = 60.0  # after this long without the worker noticing STOP, it is sent SIGTERM

@@ -17,9 +17,18 @@ import traceback
 from pathlib import Path
 
 from .config import RunConfig
-from .errors import ConfigError, UserError
-from .events import (ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, LOG_FILE, STOP_FILE, EventWriter, read_events,
-                     replay, write_status)
+from .errors import UserError
+from .events import (
+    ADAPTER_DIR,
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    LOG_FILE,
+    STOP_FILE,
+    EventWriter,
+    read_events,
+    replay,
+    write_status,
+)
 
 log = logging.getLogger("studio.train")
 
@@ -114,9 +123,7 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool) 
     train_examples, val_examples = data.load_for_config(config)
     train_set = encode_dataset(train_examples, tokenizer, config)
     val_set = encode_dataset(val_examples, tokenizer, config) if val_examples else None
-    if config.batch_size > len(train_set):
-        raise ConfigError(f"batch_size is {config.batch_size} but there are only {len(train_set)} training rows: "
-                          f"lower the batch size or add data.")
+    config.check_data_size(len(train_set))
 
     model = build_model(config, method)
     args = training_arguments(config, method, run_dir, has_eval=val_set is not None,

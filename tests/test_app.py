@@ -30,7 +30,7 @@ def test_ui_serves_the_page_quickly(tmp_path):
                     break
             except OSError:
                 if proc.poll() is not None:
-                    raise AssertionError(proc.stdout.read())
+                    raise AssertionError(proc.stdout.read()) from None
                 time.sleep(0.5)
         assert body is not None, "the page was not served within 60 s"
         assert "Studio" in body

@@ -16,7 +16,8 @@ from .conftest import studio_cmd
 def tiny_config(data_path, **overrides) -> RunConfig:
     values = dict(model=TINY_TEST_MODEL, data_path=str(data_path), max_steps=30, learning_rate=5e-3,
                   batch_size=4, max_seq_length=128, lora_rank=8, lora_alpha=16, lora_dropout=0.0,
-                  validation_fraction=0.2, eval_every=10, save_every=0, warmup_ratio=0.0, lr_scheduler="constant_with_warmup")
+                  validation_fraction=0.2, eval_every=10, save_every=0, warmup_ratio=0.0,
+                  lr_scheduler="constant_with_warmup")
     values.update(overrides)
     return RunConfig(**values)
 
@@ -92,3 +93,21 @@ def test_cli_bad_data_fails_cleanly(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert "Traceback" not in out.stderr and "line 1 " in out.stderr.lower()
+
+
+def test_failures_become_one_sentence_with_the_fix():
+    import torch
+
+    message, kind = train.describe_failure(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
+    assert kind == "oom" and "batch size" in message and "QLoRA" in message
+    message, kind = train.describe_failure(OSError(28, "No space left on device"))
+    assert kind == "disk" and "disk is full" in message
+    message, kind = train.describe_failure(RuntimeError("boom"))
+    assert kind == "crash" and "boom" in message
+
+
+def test_batch_larger_than_data_is_caught_before_start(tmp_path):
+    from studio.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lower the batch size to 3"):
+        RunConfig(batch_size=8).check_data_size(3)

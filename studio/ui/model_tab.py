@@ -43,9 +43,9 @@ def describe_model(name: str, trust_remote_code: bool) -> str:
         return f"**Cannot use this model:** {user_message(err)}"
     template = "yes" if models.has_chat_template(tokenizer) else "no (a simple User/Assistant layout is used)"
     arch = ", ".join(getattr(config, "architectures", None) or [config.model_type])
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", "unknown")
     return (f"**{name}** - architecture {arch}, {config.num_hidden_layers} layers, hidden size "
-            f"{config.hidden_size}, vocabulary {len(tokenizer):,}, stored as "
-            f"{getattr(config, 'dtype', None) or getattr(config, 'torch_dtype', 'unknown')}, chat template: {template}.")
+            f"{config.hidden_size}, vocabulary {len(tokenizer):,}, stored as {dtype}, chat template: {template}.")
 
 
 def build_model_tab(ctx: UIContext) -> None:

@@ -72,7 +72,8 @@ def status_markdown(run_dir, status: dict, history) -> str:
     last = history.last_log
     lines = [f"**Run {run_dir.name}** - {badge}",
              f"<div class='progress'><div style='width:{pct:.1f}%'></div></div>",
-             f"Step **{step} / {total}** ({pct:.0f}%) · epoch {float(status.get('epoch') or last.get('epoch') or 0):.2f}"
+             f"Step **{step} / {total}** ({pct:.0f}%)"
+             f" · epoch {float(status.get('epoch') or last.get('epoch') or 0):.2f}"
              f" · elapsed {_fmt_time(status.get('elapsed_s') or last.get('elapsed_s'))}"
              f" · ETA {_fmt_time(status.get('eta_s') if state in LIVE else 0)}",
              f"Speed **{float(status.get('tokens_per_s') or last.get('tokens_per_s') or 0):,.0f} tokens/s** · memory "
@@ -189,7 +190,8 @@ def build_train_tab(ctx: UIContext) -> None:
             from .. import data, models
 
             models.resolve_method(config)  # QLoRA without CUDA: one clear sentence now, not later
-            data.load_for_config(config)  # bad data: said now, before a process starts
+            train_rows, _ = data.load_for_config(config)  # bad data: said now, before a process starts
+            config.check_data_size(len(train_rows))
             run_dir = jobs.start_run(config, runs_dir)
         except Exception as err:  # noqa: BLE001
             return f"**Cannot start:** {user_message(err)}", gr.update()
