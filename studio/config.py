@@ -39,54 +39,60 @@ class RunConfig:
     model: str = _field(BUNDLED_MODEL, "Base model: the bundled offline model, a hub id such as "
                         "Qwen/Qwen2.5-0.5B-Instruct, or a local folder with safetensors weights.", group="model")
     trust_remote_code: bool = _field(False, "Run Python code shipped with the model. Only for models you trust.",
-                                     group="model")
+                                     group="model", label="Trust remote code")
     # --- data --------------------------------------------------------------------------
     data_path: str = _field("", "Training file: CSV, TSV, JSON, JSONL, Parquet, TXT or XLSX.", group="data")
     validation_path: str = _field("", "Optional separate validation file; empty = split off a fraction.",
                                   group="data")
     validation_fraction: float = _field(0.1, "Share of rows held out to measure validation loss (0 = none).",
-                                        0.0, 0.5, group="data")
+                                        0.0, 0.5, group="data", label="Validation share")
     prompt_column: str = _field("", "Column holding the prompt; empty = detected automatically.", group="data")
     response_column: str = _field("", "Column holding the answer; empty = detected automatically.", group="data")
     system_column: str = _field("", "Optional column holding a system prompt.", group="data")
     text_column: str = _field("", "Column of plain text (for continued pre-training on raw text).", group="data")
     train_on_answers_only: bool = _field(True, "Compute the loss on the answers only (prompt tokens are masked).",
-                                         group="data")
+                                         group="data", label="Train on answers only")
     # --- method ------------------------------------------------------------------------
     method: str = _field("auto", "How to train: QLoRA 4-bit needs a CUDA GPU; on CPU LoRA fp32 is used.",
                          choices=METHODS, group="method")
     lora_rank: int = _field(8, "LoRA rank r: size of the low-rank update. Higher = more capacity, more memory.",
-                            1, 256, group="method")
+                            1, 256, group="method", label="LoRA rank")
     lora_alpha: int = _field(16, "LoRA alpha: scales the update (alpha / r). Usually 2 x rank.", 1, 512,
-                             group="method")
+                             group="method", label="LoRA alpha")
     lora_dropout: float = _field(0.05, "Dropout on the LoRA input, against over-fitting small datasets.",
-                                 0.0, 0.5, group="method")
+                                 0.0, 0.5, group="method", label="LoRA dropout")
     target_modules: str = _field("all-linear", "Layers that get LoRA adapters: 'all-linear' or a comma list "
-                                 "such as q_proj,v_proj.", group="method")
+                                 "such as q_proj,v_proj.", group="method", label="Target modules")
     gradient_checkpointing: bool = _field(False, "Recompute activations to save memory (slower). Turned on "
                                           "automatically for QLoRA.", group="method")
     # --- training ----------------------------------------------------------------------
     epochs: float = _field(1.0, "Passes over the training data.", 0.1, 100.0)
-    max_steps: int = _field(0, "Stop after this many optimiser steps (0 = use epochs).", 0, 1_000_000)
-    learning_rate: float = _field(2e-4, "Step size of the optimiser. 1e-4 to 3e-4 suits LoRA.", 1e-7, 1e-2)
-    lr_scheduler: str = _field("cosine", "How the learning rate changes over the run.", choices=SCHEDULERS)
+    max_steps: int = _field(0, "Stop after this many optimiser steps (0 = use epochs).", 0, 1_000_000,
+                            label="Max steps")
+    learning_rate: float = _field(2e-4, "Step size of the optimiser. 1e-4 to 3e-4 suits LoRA.", 1e-7, 1e-2,
+                                  label="Learning rate")
+    lr_scheduler: str = _field("cosine", "How the learning rate changes over the run.", choices=SCHEDULERS,
+                               label="Learning-rate schedule")
     warmup_ratio: float = _field(0.03, "Share of the steps over which the learning rate ramps up from 0.",
-                                 0.0, 0.5)
+                                 0.0, 0.5, label="Warm-up share")
     batch_size: int = _field(4, "Examples per step on the device.", 1, 256)
     gradient_accumulation: int = _field(1, "Steps whose gradients are summed before one update "
-                                        "(effective batch = batch size x this).", 1, 256)
-    max_seq_length: int = _field(512, "Longest example in tokens; longer ones are cut.", 16, 32768)
+                                        "(effective batch = batch size x this).", 1, 256, label="Gradient accumulation")
+    max_seq_length: int = _field(512, "Longest example in tokens; longer ones are cut.", 16, 32768,
+                                 label="Max sequence length (tokens)")
     packing: bool = _field(True, "Padding-free batches: examples are laid end to end with their own attention "
-                           "boundaries, so no compute is spent on padding.")
+                           "boundaries, so no compute is spent on padding.", label="Packing (padding-free batches)")
     weight_decay: float = _field(0.0, "L2 penalty on the LoRA weights.", 0.0, 1.0)
     seed: int = _field(42, "Random seed for the split, the LoRA init and the data order.", 0, 2**31 - 1)
     # --- monitoring --------------------------------------------------------------------
     eval_every: int = _field(20, "Measure validation loss every N steps (0 = only at the end).", 0, 100_000,
-                             group="monitoring")
+                             group="monitoring", label="Validate every (steps)")
     save_every: int = _field(50, "Save a checkpoint every N steps (0 = only at the end).", 0, 100_000,
-                             group="monitoring")
-    keep_checkpoints: int = _field(2, "How many recent checkpoints to keep on disk.", 1, 100, group="monitoring")
-    logging_every: int = _field(1, "Log the training loss every N steps.", 1, 10_000, group="monitoring")
+                             group="monitoring", label="Checkpoint every (steps)")
+    keep_checkpoints: int = _field(2, "How many recent checkpoints to keep on disk.", 1, 100, group="monitoring",
+                                   label="Checkpoints to keep")
+    logging_every: int = _field(1, "Log the training loss every N steps.", 1, 10_000, group="monitoring",
+                                label="Log every (steps)")
     run_name: str = _field("", "Optional name shown in the run history.", group="monitoring")
 
     def __post_init__(self):
