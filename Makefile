@@ -25,9 +25,10 @@ run: install
 
 # Debian's Chromium for the browser tests (never a downloaded browser).
 browser-deps:
-	@test -x /usr/bin/chromium || { \
-	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); \
-	  else echo "Browser tests need Debian's chromium: sudo apt-get install chromium"; fi; }
+	@test -x /usr/bin/chromium -a -d /usr/share/fonts/truetype/noto || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && \
+	    apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null); \
+	  else echo "Browser tests need Debian's chromium: sudo apt-get install chromium fonts-noto-color-emoji"; fi; }
 
 test: install browser-deps
 	$(BIN)/python -m pytest -q

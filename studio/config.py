@@ -38,7 +38,8 @@ class RunConfig:
     # --- model -------------------------------------------------------------------------
     model: str = _field(BUNDLED_MODEL, "Base model: the bundled offline model, a hub id such as "
                         "Qwen/Qwen2.5-0.5B-Instruct, or a local folder with safetensors weights.", group="model")
-    trust_remote_code: bool = _field(False, "Run Python code shipped with the model. Only for models you trust.",
+    trust_remote_code: bool = _field(False, "⚠️ Runs Python code shipped with the model: tick it only for models "
+                                     "you trust.",
                                      group="model", label="Trust remote code")
     # --- data --------------------------------------------------------------------------
     data_path: str = _field("", "Training file: CSV, TSV, JSON, JSONL, Parquet, TXT or XLSX.", group="data")

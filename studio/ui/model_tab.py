@@ -59,14 +59,18 @@ def build_model_tab(ctx: UIContext) -> None:
                             info="Pick from the list, type a hub id (org/name), or paste a local folder path.")
         check = gr.Button("Check model", scale=1)
     trust = config_component("trust_remote_code", label="Trust remote code")
-    gr.Markdown("⚠️ *Trust remote code* runs Python shipped with the model: tick it only for models you trust.",
-                visible=True)
     info = gr.Markdown(elem_id="model-info")
     defaults = RunConfig()
-    gr.Markdown("#### Popular instruct models and whether they fit this machine")
+    gr.Markdown("#### Popular instruct models and whether they fit this machine\nClick a row to pick that model. "
+                "The estimate follows the method, sequence length and batch size in Settings.")
     table = gr.Dataframe(value=catalog_table(defaults.method, defaults.max_seq_length, defaults.batch_size),
                          interactive=False, wrap=True, elem_id="catalog")
     check.click(describe_model, [model, trust], info)
+
+    def pick_row(event: gr.SelectData):
+        return event.row_value[0]
+
+    table.select(pick_row, None, model)
     ctx.fields["model"] = model
     ctx.fields["trust_remote_code"] = trust
     ctx.extra["catalog_table"] = table

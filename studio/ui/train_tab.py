@@ -27,8 +27,9 @@ def _fmt_time(seconds: float | None) -> str:
     return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
 
 
-def run_choices(runs_dir) -> list[tuple[str, str]]:
-    return [(f"{s.run_id} ({s.status})", s.run_id) for s in jobs.list_runs(runs_dir)]
+def run_choices(runs_dir) -> list[str]:
+    # Ids only: the live status is in the panel below, so a stale label can never contradict it.
+    return [s.run_id for s in jobs.list_runs(runs_dir)]
 
 
 def default_run(runs_dir) -> str | None:
@@ -40,10 +41,13 @@ def default_run(runs_dir) -> str | None:
     return runs[0].run_id if runs else None
 
 
-# Plots read their axis types (number or category) from the first frame they get and keep them, so every frame,
-# empty ones too, carries numeric dtypes: an untyped empty frame made the step and loss axes categorical for good.
+# A Gradio plot fixes its axis types (number or category) and its colour per series from the first frame it draws;
+# later frames only replace the points. So every frame, empty ones too, has numeric dtypes (an untyped empty frame
+# made step and loss categorical for good) and names all three series (else lines added later had no colour and
+# stayed invisible until the page was reloaded). The placeholder rows have no loss, so nothing is drawn for them.
 LOSS_DTYPES = {"step": "int64", "loss": "float64", "series": "object"}
 LR_DTYPES = {"step": "int64", "learning rate": "float64"}
+LOSS_SERIES = ("train", "train (smoothed)", "validation")
 
 
 def typed(frame: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
@@ -51,7 +55,8 @@ def typed(frame: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
 
 
 def loss_frame(history) -> pd.DataFrame:
-    rows = [{"step": s, "loss": v, "series": "train"} for s, v in zip(history.train_steps, history.train_loss)]
+    rows = [{"step": 0, "loss": float("nan"), "series": name} for name in LOSS_SERIES]
+    rows += [{"step": s, "loss": v, "series": "train"} for s, v in zip(history.train_steps, history.train_loss)]
     rows += [{"step": s, "loss": v, "series": "train (smoothed)"}
              for s, v in zip(history.train_steps, smooth(history.train_loss, 0.8))]
     rows += [{"step": s, "loss": v, "series": "validation"} for s, v in zip(history.eval_steps, history.eval_loss)]
@@ -64,7 +69,8 @@ def lr_frame(history) -> pd.DataFrame:
 
 def status_markdown(run_dir, status: dict, history) -> str:
     state = status.get("status", "unknown")
-    step = status.get("step") or (history.train_steps[-1] if history.train_steps else 0)
+    # status.json is written at most twice a second; the event log may be a step ahead.
+    step = max(int(status.get("step") or 0), history.train_steps[-1] if history.train_steps else 0)
     total = status.get("total_steps") or history.start.get("total_steps") or 0
     pct = 100.0 * step / total if total else 0.0
     badge = {"running": "🟢 running", "starting": "🟡 starting", "stopping": "🟡 stopping", "finished": "✅ finished",
@@ -95,7 +101,7 @@ def status_markdown(run_dir, status: dict, history) -> str:
 def refresh(runs_dir, run_id: str | None):
     """Everything the live view shows, rebuilt from the run's files."""
     jobs.reap_children()
-    empty = typed(pd.DataFrame(), LOSS_DTYPES)
+    empty = loss_frame(replay([]))
     if not run_id:
         return ("No run yet. Pick a model, data and settings, then press **Start training**.", empty,
                 typed(pd.DataFrame(), LR_DTYPES), gr.update(value="", visible=False))
@@ -168,7 +174,7 @@ def build_train_tab(ctx: UIContext) -> None:
         table = gr.Dataframe(value=history_table(runs_dir), interactive=False, elem_id="history")
         with gr.Row():
             compare_select = gr.Dropdown(label="Runs to compare", multiselect=True,
-                                         choices=[c[1] for c in run_choices(runs_dir)])
+                                         choices=run_choices(runs_dir))
             compare_btn = gr.Button("Compare")
         compare_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss of the selected runs", height=300)
         compare_table = gr.Dataframe(label="Settings that differ", interactive=False)
@@ -235,7 +241,7 @@ def build_train_tab(ctx: UIContext) -> None:
     def on_load():
         # A new page (or a reload) shows the live run, else the newest one.
         return gr.update(choices=run_choices(runs_dir), value=default_run(runs_dir)), history_table(runs_dir), \
-            gr.update(choices=[c[1] for c in run_choices(runs_dir)])
+            gr.update(choices=run_choices(runs_dir))
 
     start.click(on_start, [ctx.fields[n] for n in names], [notice, run_select])
     estimate_btn.click(on_estimate, [ctx.fields[n] for n in names], estimate)

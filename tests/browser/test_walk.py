@@ -1,0 +1,183 @@
+"""Click through the app as a user does, in headless Chromium: model, data, settings, train, chat, export.
+
+Run alone with `pytest -m browser tests/browser`; `make screenshots` saves the screenshots to assets/screenshots.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+from playwright.sync_api import expect  # noqa: E402
+
+from ..conftest import MEMORISED, write_messages_jsonl  # noqa: E402
+from . import ui  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+
+def write_instruction_csv(path: Path, n_rows: int = 20) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["instruction", "output"])
+        for i in range(n_rows):
+            q, a = MEMORISED[i % len(MEMORISED)]
+            writer.writerow([f"{q} (#{i})", a])
+    return path
+
+
+def write_broken_jsonl(path: Path) -> Path:
+    good = '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}'
+    path.write_text(good + "\n" + '{"messages": [{"role": "user", "content": "Hi"\n' + good + "\n")
+    return path
+
+
+def test_broken_file_is_one_sentence_naming_the_line(page, console, tmp_path):
+    broken = write_broken_jsonl(tmp_path / "broken.jsonl")
+    ui.open_tab(page, "data")
+    ui.upload(page, "data-upload", broken)
+    status = page.locator("#data-status")
+    expect(status).to_contain_text("Line 2", timeout=30_000)
+    text = status.inner_text().strip()
+    assert "broken.jsonl" in text, text
+    assert "Traceback" not in text and "\n" not in text and len(text) < 300, text
+    console.assert_clean()
+
+
+def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, shots_dir):
+    jsonl = write_messages_jsonl(tmp_path / "support.jsonl", 20)
+    table = write_instruction_csv(tmp_path / "faq.csv", 20)
+
+    # 1. Model: the tiny random model is offered (with --test-models) and picked.
+    model = page.locator("#model-choice input")
+    ui.pick(page, model, "tiny-test")
+    expect(model).to_have_value("tiny-test")
+    ui.screenshot(page, shots_dir, "1-model")
+
+    # 2. Data: a CSV, then a JSONL; each time the format is detected and rows previewed as the model sees them.
+    ui.open_tab(page, "data")
+    status, preview = page.locator("#data-status"), page.locator("#data-preview")
+    ui.upload(page, "data-upload", table)
+    expect(status).to_contain_text("Instruction / input / output", timeout=60_000)
+    expect(status).to_contain_text("20 rows")
+    expect(preview).to_contain_text("What colour is the sky on Zorblax? (#0)", timeout=30_000)
+    expect(page.locator("#data-table")).to_contain_text("instruction")
+    ui.upload(page, "data-upload", jsonl)
+    expect(status).to_contain_text("Chat messages (OpenAI", timeout=60_000)
+    expect(status).to_contain_text("20 rows")
+    expect(preview).to_contain_text("Row 1", timeout=30_000)
+    expect(preview).not_to_contain_text("(#0)")  # the CSV's preview is gone
+    expect(preview).to_contain_text("On Zorblax the sky is bright green.")
+    expect(page.locator("#field-data_path textarea, #field-data_path input").first).to_have_value(
+        re.compile(r"support\.jsonl$"))
+    ui.screenshot(page, shots_dir, "2-data")
+
+    # 3. Settings: the Quick test preset, then fewer steps so the run ends in well under a minute of training.
+    ui.open_tab(page, "settings")
+    max_steps = page.locator("#field-max_steps input")
+    page.locator("#preset").get_by_label("Balanced").check()
+    expect(max_steps).to_have_value("0")
+    page.locator("#preset").get_by_label("Quick test").check()
+    expect(max_steps).to_have_value("30")
+    max_steps.fill("40")
+    max_steps.press("Tab")
+    expect(page.locator("#preset-note")).to_contain_text("max_steps = 40")
+    ui.screenshot(page, shots_dir, "3-settings")
+
+    # 4. Train: start, watch the loss plot fill, see it finish.
+    ui.open_tab(page, "train")
+    page.locator("#start").click()
+    expect(page.locator("#train-notice")).to_contain_text("Started run", timeout=30_000)
+    run_id = ui.run_id_in(page.locator("#train-notice").inner_text())
+    run_status = page.locator("#run-status")
+    expect(run_status).to_contain_text(run_id)
+    expect(run_status).to_contain_text("Step", timeout=ui.TRAIN_TIMEOUT_MS)
+    ui.wait_for_points(page, 1)
+    # The mid-run screenshot: a curve with some shape, taken while the run is still going when the machine allows.
+    ui.wait_for_points(page, 40, or_status="finished")
+    ui.expect_numeric_axes(page)
+    was_running = "running" in run_status.inner_text()
+    ui.screenshot(page, shots_dir, "4-train")
+    print(f"Train screenshot taken {'mid-run' if was_running else 'after the run finished'}")
+    expect(run_status).to_contain_text("finished", timeout=ui.TRAIN_TIMEOUT_MS)
+    expect(run_status).to_contain_text("Step 40 / 40")
+    # Every step is logged: 40 raw and 40 smoothed train points, plus the validation points.
+    assert ui.wait_for_points(page, 80, timeout=15_000) >= 80
+
+    # 5. Chat: pick the run, ask, see the base and the fine-tuned answer.
+    ui.open_tab(page, "chat")
+    ui.pick(page, page.get_by_label("Run", exact=True), re.compile(re.escape(run_id)))
+    expect(page.get_by_text(re.compile(rf"Run {re.escape(run_id)}: tiny-test \+ LoRA adapter"))).to_be_visible(
+        timeout=60_000)
+    page.get_by_role("button", name="Generation settings").click()
+    max_new = page.get_by_role("spinbutton", name=re.compile("Max new tokens")).first
+    max_new.fill("24")
+    max_new.press("Tab")
+    page.get_by_placeholder("Ask both models something").fill(MEMORISED[0][0])
+    page.get_by_role("button", name="Send", exact=True).click()
+    base = ui.block_labelled(page, "Base model").locator("[data-testid=bot]")
+    tuned = ui.block_labelled(page, "Fine-tuned").locator("[data-testid=bot]")
+    expect(base).to_have_count(1, timeout=60_000)
+    expect(tuned).to_have_count(1, timeout=60_000)
+    expect(tuned).not_to_have_text(re.compile(r"^\s*$|No run selected"), timeout=60_000)
+    expect(base).not_to_have_text(re.compile(r"^\s*$"))
+    expect(ui.block_labelled(page, "Base model").locator("[data-testid=user]")).to_contain_text(MEMORISED[0][0])
+    expect(page.locator(".generating")).to_have_count(0, timeout=60_000)  # the answers have finished streaming
+    page.get_by_role("button", name="Generation settings").click()  # closed again for the screenshot
+    ui.screenshot(page, shots_dir, "5-chat")
+
+    # Export: the adapter as a zip, downloaded through the browser.
+    page.get_by_role("button", name="Export").click()
+    page.get_by_role("button", name="Make adapter zip").click()
+    expect(page.get_by_text("Adapter zip ready")).to_be_visible(timeout=60_000)
+    link = ui.block_labelled(page, "Adapter zip").locator("a[download]")
+    with page.expect_download() as download_info:
+        link.click()
+    target = tmp_path / "adapter.zip"
+    download_info.value.save_as(target)
+    with zipfile.ZipFile(target) as archive:
+        names = archive.namelist()
+    assert any(n.endswith("adapter_model.safetensors") for n in names), names
+    assert any(n.endswith("adapter_config.json") for n in names), names
+
+    console.assert_clean()
+
+
+def test_reload_mid_run_keeps_the_run_live_and_stop_stops_it(page, console, tmp_path, studio_server):
+    data = write_messages_jsonl(tmp_path / "long.jsonl", 20)
+    ui.open_tab(page, "data")
+    ui.upload(page, "data-upload", data)
+    expect(page.locator("#data-status")).to_contain_text("Chat messages (OpenAI", timeout=60_000)
+    ui.open_tab(page, "settings")
+    max_steps = page.locator("#field-max_steps input")
+    max_steps.fill("5000")  # far more than this test waits for: the run is surely live when we reload and stop
+    max_steps.press("Tab")
+    expect(page.locator("#preset-note")).to_contain_text("max_steps = 5000")
+    ui.open_tab(page, "train")
+    page.locator("#start").click()
+    expect(page.locator("#train-notice")).to_contain_text("Started run", timeout=30_000)
+    run_id = ui.run_id_in(page.locator("#train-notice").inner_text())
+    before = ui.wait_for_points(page, 2)
+
+    # A reload is a new page: it must find the same run, still training, with its curve so far.
+    page.reload()
+    page.locator("#model-choice").wait_for()
+    ui.open_tab(page, "train")
+    run_status = page.locator("#run-status")
+    expect(run_status).to_contain_text(run_id, timeout=30_000)
+    expect(run_status).to_contain_text("running")
+    after_reload = ui.wait_for_points(page, before, timeout=30_000)
+    ui.wait_for_points(page, after_reload + 1)  # and it keeps growing
+    ui.expect_numeric_axes(page)
+
+    page.locator("#stop").click()
+    expect(page.locator("#train-notice")).to_contain_text(f"Stopping {run_id}")
+    expect(run_status).to_contain_text("stopped", timeout=120_000)
+    expect(run_status).to_contain_text("adapter and a checkpoint are saved")
+    assert (studio_server.runs_dir / run_id / "adapter").is_dir()
+    console.assert_clean()
