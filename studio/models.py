@@ -214,7 +214,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **hub_kwargs(source))
     except Exception as err:  # noqa: BLE001 - turned into one sentence for the user
-        log.exception("tokenizer load failed for %s", name)
+        log.info("tokenizer load failed for %s", name, exc_info=True)
         if Path(source).is_dir():
             raise ModelError(f"The tokenizer of {name} could not be loaded: the folder needs tokenizer.json or "
                              f"tokenizer.model with tokenizer_config.json.") from err
@@ -328,7 +328,7 @@ def load_base_model(name: str, method: str = "lora32", trust_remote_code: bool =
         else:
             raise hub_error(name, err) from err
     except OSError as err:
-        log.exception("model load failed for %s", name)
+        log.info("model load failed for %s", name, exc_info=True)
         raise hub_error(name, err) from err
     return model
 

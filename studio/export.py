@@ -1,0 +1,193 @@
+"""Take a run's result away: the adapter as a zip, merged full weights, or a push to the Hugging Face Hub.
+
+The merged folder is a plain transformers model (safetensors + tokenizer + chat template):
+`AutoModelForCausalLM.from_pretrained(folder)` loads it with no peft and no Studio.
+Nothing here imports gradio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from .chat import run_adapter_dir
+from .config import RunConfig
+from .errors import UserError
+from .events import CONFIG_FILE
+
+log = logging.getLogger("studio.export")
+
+REPO_ID_PATTERN = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+OFFLINE_ADVICE = "download the adapter zip instead and upload it from a connected machine"
+
+
+# --- zip ----------------------------------------------------------------------------------
+def zip_adapter(run_dir: str | Path, out_zip: str | Path) -> Path:
+    """Zip the adapter folder (weights, adapter_config.json, tokenizer) with the run's config.json.
+
+    Files sit at the top of the zip, so unzipping gives a folder PeftModel.from_pretrained loads.
+    """
+    run_dir = Path(run_dir)
+    adapter = run_adapter_dir(run_dir)
+    out_zip = Path(out_zip)
+    if out_zip.suffix.lower() != ".zip":
+        out_zip = out_zip.with_name(out_zip.name + ".zip")
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_zip.with_name(f".{out_zip.name}.tmp")
+    # Weights barely compress; DEFLATE still shrinks the tokenizer files a lot.
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(adapter.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(adapter).as_posix())
+        zf.write(run_dir / CONFIG_FILE, "studio_run_config.json")
+    os.replace(tmp, out_zip)
+    return out_zip
+
+
+# --- merged weights -----------------------------------------------------------------------
+def merge_adapter(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Fold the adapter into the base weights and save a standalone model folder (safetensors)."""
+    from . import models
+
+    run_dir = Path(run_dir)
+    adapter = run_adapter_dir(run_dir)
+    config = RunConfig.load(run_dir / CONFIG_FILE)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"{out_dir} already exists and is not empty: pick a new folder for the merged model.")
+    # Merge in full precision on CPU, or 16-bit on a GPU; never into 4-bit weights (that would round the update).
+    method = "lora16" if models.cuda_available() else "lora32"
+    tokenizer = models.load_tokenizer(config.model, config.trust_remote_code)
+    base = models.load_base_model(config.model, method, config.trust_remote_code)
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    except Exception as err:  # a mismatched adapter is a problem the user can fix
+        log.exception("merge failed")
+        raise UserError(f"The adapter of {run_dir.name} does not fit {config.model} ({type(err).__name__}): "
+                        f"the run's base model may have changed.") from err
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)  # writes the chat template too
+        (tmp / "README.md").write_text(_model_card(config, run_dir, merged=True), encoding="utf-8")
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked above
+        tmp.rename(out_dir)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"The merged model could not be written to {out_dir} ({err.strerror or err}): check the "
+                        f"free disk space and permissions.") from err
+    return out_dir
+
+
+def _model_card(config: RunConfig, run_dir: Path, merged: bool) -> str:
+    what = "full weights with the LoRA adapter merged in" if merged else "a LoRA adapter"
+    usage = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+             "model = AutoModelForCausalLM.from_pretrained(FOLDER)\ntokenizer = AutoTokenizer.from_pretrained(FOLDER)"
+             if merged else
+             "from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained(FOLDER)")
+    return (f"# {config.run_name or run_dir.name}\n\nFine-tuned with Studio from `{config.model}`: {what}.\n\n"
+            f"```python\n{usage}\n```\n\nTraining settings:\n\n```json\n{json.dumps(config.to_dict(), indent=2)}\n"
+            f"```\n")
+
+
+# --- hub ----------------------------------------------------------------------------------
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
+    return constants.HF_HUB_OFFLINE or any(str(f).strip().lower() in ("1", "true", "yes", "on") for f in flags)
+
+
+def push_to_hub(run_dir: str | Path, repo_id: str, token: str | None = None, private: bool = True) -> str:
+    """Upload the adapter folder to a hub repository (created private if new). Returns its URL."""
+    run_dir = Path(run_dir)
+    adapter = run_adapter_dir(run_dir)
+    repo_id = (repo_id or "").strip()
+    if not REPO_ID_PATTERN.match(repo_id) or ".." in repo_id:
+        raise UserError(f"{repo_id!r} is not a hub repository id: use 'your-name/model-name'.")
+    if hub_offline():
+        raise UserError(f"The Hugging Face Hub is switched off on this machine (HF_HUB_OFFLINE is set): unset it "
+                        f"on a connected machine, or {OFFLINE_ADVICE}.")
+    from huggingface_hub import HfApi, get_token
+
+    token = token or get_token()
+    if not token:
+        raise UserError("No Hugging Face token found: log in with `hf auth login` (or set HF_TOKEN to a token "
+                        "with write access), then push again.")
+    config = RunConfig.load(run_dir / CONFIG_FILE)
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            card = Path(tmp) / "README.md"
+            card.write_text(_model_card(config, run_dir, merged=False), encoding="utf-8")
+            api.upload_folder(folder_path=str(adapter), repo_id=repo_id, commit_message="Upload adapter from Studio")
+            api.upload_file(path_or_fileobj=str(card), path_in_repo="README.md", repo_id=repo_id)
+    except Exception as err:  # every hub failure becomes one sentence; details go to the log
+        log.exception("push to %s failed", repo_id)
+        raise _hub_push_error(repo_id, err) from err
+    return str(url)
+
+
+def _hub_push_error(repo_id: str, err: Exception) -> UserError:
+    text = f"{type(err).__name__}: {err}".lower()
+    if "401" in text or "403" in text or "unauthorized" in text or "forbidden" in text or "token" in text:
+        return UserError(f"The hub refused the upload to {repo_id}: use a token with write access "
+                         f"(`hf auth login`) and a namespace you own.")
+    if isinstance(err, (ConnectionError, TimeoutError, OSError)) or any(
+            word in text for word in ("connect", "resolve", "timed out", "timeout", "network", "offline")):
+        return UserError(f"The Hugging Face Hub cannot be reached: check the internet connection, or "
+                         f"{OFFLINE_ADVICE}.")
+    return UserError(f"The upload to {repo_id} failed ({type(err).__name__}); the log has the details.")
+
+
+# --- CLI ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m studio export",
+                                     description="Take the result of a finished or stopped run away: the adapter "
+                                                 "as a zip, merged full weights, or a push to the Hugging Face Hub.")
+    parser.add_argument("run_dir", help="the run folder, e.g. runs/20250101-120000-support")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--zip", metavar="OUT.zip", help="write the adapter (and the run's settings) to this zip file")
+    what.add_argument("--merged", metavar="OUT_DIR",
+                      help="save full weights with the adapter merged in (safetensors, tokenizer, chat template) "
+                           "to this new folder; plain transformers loads it")
+    what.add_argument("--push", metavar="REPO_ID",
+                      help="upload the adapter to this Hugging Face Hub repository (needs `hf auth login`)")
+    parser.add_argument("--public", action="store_true", help="with --push: make a new repository public "
+                        "(default: private)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .chat import _quiet_libraries
+
+    _quiet_libraries()
+    try:
+        if args.zip:
+            print(f"Adapter zip written to {zip_adapter(args.run_dir, args.zip)}")
+        elif args.merged:
+            print(f"Merged model saved to {merge_adapter(args.run_dir, args.merged)}")
+        else:
+            print(f"Adapter pushed to {push_to_hub(args.run_dir, args.push, private=not args.public)}")
+    except UserError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
