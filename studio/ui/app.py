@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="offer the tiny random test model (for tests and demos of the UI)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up pings are not news
     credentials, generated = auth_for(args.share, args.auth)
     if generated:
         print(f"Public link requested: log in as user 'studio' with password {generated}", flush=True)
