@@ -7,6 +7,7 @@ so a crash or an out-of-memory error takes down only the run. It never imports g
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
@@ -34,6 +35,15 @@ log = logging.getLogger("studio.train")
 
 OOM_ADVICE = ("Out of memory: lower the batch size, shorten the max sequence length, or use QLoRA 4-bit "
               "(then resume from the last checkpoint).")
+
+# Speed levers of the default path, each measured by bench/train_cpu.py (numbers in bench/README.md). They are
+# module constants so that the benchmark can switch one off and measure what it pays; nothing else changes them.
+VARLEN_ATTENTION = True  # packed batches: causal attention per example, not one masked square over the whole batch
+TRAINED_LOGITS_ONLY = True  # vocabulary logits and loss only where a token is trained (answers), not on prompts
+TUNE_CPU_THREADS = True  # on a CPU, time steps with each thread count and keep the fastest (cores may be shared)
+CACHE_TOKENIZED = True  # reuse the tokenised data of an earlier run on the same file, tokenizer and settings
+FAST_DROPOUT = True  # on a CPU, LoRA dropout masks from 16-bit random numbers: a third of the cost of nn.Dropout
+
 
 
 # --- entry ------------------------------------------------------------------------------
@@ -68,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(config: RunConfig, run_dir: str | Path, resume: bool = False) -> str:
-    """Train, writing events and status into run_dir. Returns the final status; never raises."""
+def run(config: RunConfig, run_dir: str | Path, resume: bool = False, callbacks=()) -> str:
+    """Train, writing events and status into run_dir. Returns the final status; never raises.
+
+    `callbacks`: extra transformers TrainerCallbacks, called before the studio's own (benchmarks time steps with
+    them)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _log_to_file(run_dir / LOG_FILE)
@@ -82,7 +95,7 @@ def run(config: RunConfig, run_dir: str | Path, resume: bool = False) -> str:
     write_status(run_dir, status="starting", pid=os.getpid())
     started = time.time()
     try:
-        status = _train(config, run_dir, events, resume)
+        status = _train(config, run_dir, events, resume, callbacks)
     except Exception as err:  # noqa: BLE001 - every failure becomes one sentence plus the log
         message, kind = describe_failure(err)
         log.error("run failed: %s\n%s", message, traceback.format_exc())
@@ -112,28 +125,18 @@ def describe_failure(err: BaseException) -> tuple[str, str]:
 
 
 # --- build ------------------------------------------------------------------------------
-def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool) -> str:
-    from transformers import PrinterCallback, ProgressCallback, Trainer
-
-    from . import data, models
+def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, callbacks=()) -> str:
+    from . import models
 
     method = models.resolve_method(config)
     log.info("method %s, config %s", method, config.to_json())
     tokenizer = models.load_tokenizer(config.model, config.trust_remote_code)
-    train_examples, val_examples = data.load_for_config(config)
-    train_set = encode_dataset(train_examples, tokenizer, config)
-    val_set = encode_dataset(val_examples, tokenizer, config) if val_examples else None
+    train_set, val_set = load_datasets(config, tokenizer)
     config.check_data_size(len(train_set))
 
     model = build_model(config, method)
-    args = training_arguments(config, method, run_dir, has_eval=val_set is not None,
-                              n_train=len(train_set))
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
-                      data_collator=make_collator(config, tokenizer), processing_class=tokenizer,
-                      callbacks=[EventCallback(run_dir, events, config, method)])
-    # Progress goes to events.jsonl; the worker's stdout carries only the run folder.
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
+    trainer = build_trainer(config, method, model, tokenizer, train_set, val_set, run_dir,
+                            callbacks=[*callbacks, EventCallback(run_dir, events, config, method)])
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.info("no checkpoint to resume from; starting from step 0")
@@ -160,6 +163,25 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool) 
     return status
 
 
+def build_trainer(config: RunConfig, method: str, model, tokenizer, train_set, val_set, run_dir: Path,
+                  callbacks=()):
+    """The Trainer of a run, with the studio's fast path: trained-positions-only loss, thread tuning on CPU."""
+    import torch
+    from transformers import PrinterCallback, ProgressCallback
+
+    callbacks = list(callbacks)
+    if TUNE_CPU_THREADS and not torch.cuda.is_available():
+        callbacks.append(CpuThreadTuner())
+    args = training_arguments(config, method, run_dir, has_eval=val_set is not None, n_train=len(train_set))
+    trainer = studio_trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
+                                     data_collator=make_collator(config, tokenizer),
+                                     processing_class=tokenizer, callbacks=callbacks)
+    # Progress goes to events.jsonl; the worker's stdout carries only the run folder.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
 def encode_dataset(examples: list[dict], tokenizer, config: RunConfig):
     """Tokenise once into a datasets.Dataset of input_ids / labels (and a length for grouping)."""
     from datasets import Dataset
@@ -178,13 +200,129 @@ def encode_dataset(examples: list[dict], tokenizer, config: RunConfig):
                               "length": [len(r["input_ids"]) for r in rows]})
 
 
+def load_datasets(config: RunConfig, tokenizer):
+    """(train, validation or None) as tokenised Datasets, from the cache when this data was tokenised before.
+
+    Reading, validating and tokenising (the chat template is rendered a few times per row) takes about 4 ms a
+    row on a CPU: a minute for 15k rows, spent again on every run of the same data. The cache key holds
+    everything the result depends on (see tokenized_cache_key), so a hit is exactly what tokenising would give.
+    """
+    from . import data
+
+    folder = None
+    if CACHE_TOKENIZED:
+        try:
+            from .models import cache_dir
+
+            folder = cache_dir() / "tokenized" / tokenized_cache_key(config, tokenizer)
+            cached = _read_tokenized(folder)
+            if cached is not None:
+                log.info("tokenised data from the cache %s", folder)
+                os.utime(folder)  # recently used: kept when old entries are pruned
+                return cached
+        except OSError as err:  # an unreadable cache or data file: tokenise (and report the file) as usual
+            log.info("tokenised-data cache not used: %s", err)
+            folder = None
+    train_examples, val_examples = data.load_for_config(config)
+    train_set = encode_dataset(train_examples, tokenizer, config)
+    val_set = encode_dataset(val_examples, tokenizer, config) if val_examples else None
+    if folder is not None:
+        _write_tokenized(folder, train_set, val_set)
+    return train_set, val_set
+
+
+TOKENIZED_CACHE_VERSION = 1
+TOKENIZED_CACHE_ENTRIES = 20  # datasets x settings kept; the oldest go first
+
+
+def tokenized_cache_key(config: RunConfig, tokenizer) -> str:
+    """Hash of what the tokenised data depends on: the files' bytes, the column mapping, the split, the tokenizer
+    (name, vocabulary size, special tokens, chat template), max_seq_length, answers-only, and the code of
+    studio/data.py that normalises and encodes rows (a change there must never reuse stale tokens)."""
+    import hashlib
+    import json
+
+    from . import data
+
+    def file_hash(path: str) -> str:
+        if not path:
+            return ""
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    parts = {
+        "version": TOKENIZED_CACHE_VERSION,
+        "code": file_hash(data.__file__) + file_hash(__file__),
+        "data": file_hash(config.data_path),
+        "validation": file_hash(config.validation_path),
+        "split": [config.validation_fraction, config.seed] if not config.validation_path else None,
+        "columns": [config.prompt_column, config.response_column, config.system_column, config.text_column],
+        "tokenizer": [config.model, getattr(tokenizer, "name_or_path", ""), len(tokenizer),
+                      str(getattr(tokenizer, "chat_template", "")), tokenizer.eos_token, tokenizer.bos_token,
+                      type(tokenizer).__name__],
+        "max_seq_length": config.max_seq_length,
+        "answers_only": config.train_on_answers_only,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _read_tokenized(folder: Path):
+    if not (folder / "train").is_dir():
+        return None
+    from datasets import load_from_disk
+
+    try:
+        train_set = load_from_disk(str(folder / "train"))
+        val_set = load_from_disk(str(folder / "validation")) if (folder / "validation").is_dir() else None
+    except Exception as err:  # noqa: BLE001 - a damaged cache entry is rebuilt, never fatal
+        log.info("tokenised-data cache entry %s unreadable (%s); tokenising again", folder, err)
+        return None
+    return train_set, val_set
+
+
+def _write_tokenized(folder: Path, train_set, val_set) -> None:
+    """Write to a temporary folder, then rename: a crash never leaves half an entry that looks complete."""
+    import shutil
+    import tempfile
+
+    import datasets
+
+    quiet = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # the worker's output is the run folder, not progress bars
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+        train_set.save_to_disk(str(tmp / "train"))
+        if val_set is not None:
+            val_set.save_to_disk(str(tmp / "validation"))
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        entries = sorted((p for p in folder.parent.iterdir() if not p.name.startswith(".")),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[TOKENIZED_CACHE_ENTRIES:]:  # the least recently used beyond the limit
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:  # a full disk or a read-only cache costs speed next time, not this run
+        log.info("tokenised data not cached: %s", err)
+        shutil.rmtree(tmp, ignore_errors=True) if "tmp" in locals() else None
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
+
+
 def build_model(config: RunConfig, method: str):
+    import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import set_seed
 
     from . import models
 
     model = models.load_base_model(config.model, method, config.trust_remote_code)
-    checkpointing = config.gradient_checkpointing or method == "qlora"
+    checkpointing = needs_gradient_checkpointing(config, method, model)
+    log.info("gradient checkpointing %s", "on" if checkpointing else "off")
     if method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -192,7 +330,198 @@ def build_model(config: RunConfig, method: str):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = False  # the KV cache is useless while training and costs memory
-    return get_peft_model(model, models.lora_config(config))
+    if config.packing and VARLEN_ATTENTION and supports_varlen_attention(model.config):
+        use_varlen_attention(model)
+    set_seed(config.seed)  # the LoRA initialisation follows the run's seed
+    model = get_peft_model(model, models.lora_config(config))
+    if FAST_DROPOUT and not torch.cuda.is_available():
+        use_fast_dropout(model)
+    return model
+
+
+def use_fast_dropout(model) -> int:
+    """Swap peft's nn.Dropout on the LoRA inputs for FastDropout; returns how many were swapped."""
+    import torch
+
+    fast_dropout = fast_dropout_class()
+    swapped = 0
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if isinstance(dropouts, torch.nn.ModuleDict):
+            for name, layer in list(dropouts.items()):
+                if type(layer) is torch.nn.Dropout and layer.p > 0:
+                    dropouts[name] = fast_dropout(layer.p)
+                    swapped += 1
+    return swapped
+
+
+@functools.cache
+def fast_dropout_class():
+    """Made on first use, so that importing studio.train does not import torch."""
+    import torch
+
+    class FastDropout(torch.nn.Module):
+        """Dropout whose mask comes from 16-bit uniform integers, four per 64-bit draw of the CPU generator.
+
+        nn.Dropout on a CPU draws one random number per element (bernoulli_): with LoRA on every linear layer
+        that is 7 masks per layer per step, 15% of a SmolLM2 step (profiled). Each element is still dropped
+        independently with probability p (rounded to a multiple of 1/65536) and the rest scaled by 1/(1-p),
+        as nn.Dropout does.
+        """
+
+        def __init__(self, p: float):
+            super().__init__()
+            self.p = p
+            self.threshold = round(p * 65536) - 32768  # int16 values below it (p of them) are dropped
+
+        def forward(self, x):
+            if not self.training or self.p <= 0:
+                return x
+            n = x.numel()
+            bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, 2**63 - 1)
+            drop = bits.view(torch.int16)[:n].view(x.shape) < self.threshold
+            return x.masked_fill(drop, 0.0).mul_(1.0 / (1.0 - self.p))
+
+        def extra_repr(self) -> str:
+            return f"p={self.p}"
+
+    return FastDropout
+
+
+def activation_bytes_per_token(model_config, method: str) -> float:
+    """Bytes kept for the backward pass per token without gradient checkpointing, for LoRA on a frozen decoder:
+    per layer about 14 x hidden values (norm inputs, q/k/v/o, attention output, LoRA inputs), in fp32 where the
+    residual stream is (fp32 models; QLoRA, whose norms prepare_model_for_kbit_training keeps in fp32), plus
+    5 x intermediate (gate, up, activation, their product, the LoRA input of down_proj) in the compute dtype;
+    plus the trained logits (vocabulary x 10 bytes: logits, their fp32 copy and its gradient). Checked against
+    SmolLM2 in fp32 on CPU (2.4 MB a token estimated, about 2.4 measured). Loose on purpose: too high costs
+    speed, too low an out-of-memory error."""
+    hidden = getattr(model_config, "hidden_size", 0) or 0
+    inter = getattr(model_config, "intermediate_size", 0) or 4 * hidden
+    layers = getattr(model_config, "num_hidden_layers", 0) or 0
+    vocab = getattr(model_config, "vocab_size", 0) or 0
+    hidden_bytes = 2 if method == "lora16" else 4
+    inter_bytes = 4 if method == "lora32" else 2
+    return layers * (14 * hidden * hidden_bytes + 5 * inter * inter_bytes) + vocab * 10
+
+
+def needs_gradient_checkpointing(config: RunConfig, method: str, model) -> bool:
+    """Recomputing activations costs about a third more time per step, so only when they would not fit.
+
+    On a GPU: the activations of the longest possible step (batch_size x max_seq_length tokens) against 60% of
+    the memory still free after loading the model. On a CPU it stays off unless asked for: system memory is
+    rarely the limit there and time always is."""
+    if config.gradient_checkpointing:
+        return True
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    try:
+        free, _total = torch.cuda.mem_get_info()
+    except RuntimeError:
+        return method == "qlora"  # the old, safe default where the free memory cannot be read
+    per_token = activation_bytes_per_token(model.config, method)
+    need = per_token * config.batch_size * config.max_seq_length
+    log.info("activations need about %.1f GB for %d tokens; %.1f GB free", need / 2**30,
+             config.batch_size * config.max_seq_length, free / 2**30)
+    return need > 0.6 * free
+
+
+# --- padding-free attention -------------------------------------------------------------
+# A packed batch is one row of several examples laid end to end, position_ids restarting at 0 for each. SDPA given
+# that row needs a (tokens x tokens) block-diagonal mask: it computes the whole square and cannot use its causal
+# kernels. Cutting the row at the example boundaries and running causal SDPA per example does sum(L_i^2)/2 work
+# instead of (sum L_i)^2, the same result (tests/test_packing.py). Registered as an attention implementation of
+# its own, for decoder families whose attention is plain causal (no sliding window, no soft-capping).
+VARLEN_ATTENTION_NAME = "studio_varlen_sdpa"
+VARLEN_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def supports_varlen_attention(model_config) -> bool:
+    if getattr(model_config, "model_type", "") not in VARLEN_MODEL_TYPES:
+        return False
+    if getattr(model_config, "_attn_implementation", None) not in (None, "sdpa", VARLEN_ATTENTION_NAME):
+        return False  # e.g. flash_attention_2 chosen by the user already handles packed rows natively
+    layer_types = getattr(model_config, "layer_types", None) or ["full_attention"]
+    if any(t != "full_attention" for t in layer_types):
+        return False
+    if getattr(model_config, "sliding_window", None) and getattr(model_config, "use_sliding_window", True):
+        return False
+    return True
+
+
+def use_varlen_attention(model) -> None:
+    """Switch a loaded model (and its sub-configs) to the per-example attention."""
+    _register_varlen_attention()
+    for module in model.modules():
+        cfg = getattr(module, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            cfg._attn_implementation = VARLEN_ATTENTION_NAME
+
+
+_registered = False
+
+
+def _register_varlen_attention() -> None:
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(VARLEN_ATTENTION_NAME, _varlen_sdpa_attention)
+    AttentionMaskInterface.register(VARLEN_ATTENTION_NAME, _varlen_mask)
+    _registered = True
+
+
+def _varlen_mask(**kwargs):
+    """No mask for unpadded rows (packed or single: boundaries come from position_ids); the usual SDPA mask for a
+    padded batch, which then takes the plain SDPA path."""
+    from transformers.masking_utils import sdpa_mask
+
+    if kwargs.get("attention_mask") is None and kwargs.get("q_length") == kwargs.get("kv_length"):
+        return None
+    return sdpa_mask(**kwargs)
+
+
+_bounds_cache: list = [None, None]  # (position_ids tensor, its segment bounds): one host sync per forward
+
+
+def _segment_bounds(position_ids) -> list[int]:
+    """[0, start_2, ..., total]: where position_ids (shape (1, tokens)) restart, i.e. do not go up by one."""
+    if _bounds_cache[0] is position_ids:
+        return _bounds_cache[1]
+    import torch
+
+    pos = position_ids[0]
+    starts = torch.nonzero(pos[1:] != pos[:-1] + 1).flatten() + 1
+    bounds = [0, *starts.tolist(), pos.shape[0]]
+    _bounds_cache[0], _bounds_cache[1] = position_ids, bounds
+    return bounds
+
+
+def _varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                           is_causal=None, **kwargs):
+    """query (1, heads, tokens, dim), key/value (1, kv_heads, tokens, dim) -> (1, tokens, heads, dim)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    position_ids = kwargs.get("position_ids")
+    if (attention_mask is not None or query.shape[0] != 1 or position_ids is None
+            or query.shape[2] != key.shape[2] or position_ids.shape[-1] != query.shape[2]):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    if kwargs.get("sliding_window"):
+        raise RuntimeError("studio's per-example attention does not do sliding windows; supports_varlen_attention "
+                           "should have kept this model on sdpa")
+    bounds = _segment_bounds(position_ids.reshape(1, -1) if position_ids.dim() != 2 else position_ids)
+    gqa = getattr(module, "num_key_value_groups", 1) > 1
+    outputs = [torch.nn.functional.scaled_dot_product_attention(
+        query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout, scale=scaling, is_causal=True,
+        enable_gqa=gqa) for a, b in zip(bounds[:-1], bounds[1:])]
+    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+    return out.transpose(1, 2).contiguous(), None
 
 
 def make_collator(config: RunConfig, tokenizer):
@@ -247,15 +576,73 @@ def training_arguments(config: RunConfig, method: str, run_dir: Path, has_eval: 
         bf16=bf16,
         fp16=half and cuda and not bf16,
         use_cpu=not cuda,
-        # Similar lengths in a batch waste less on padding (and balance packed batches).
-        train_sampling_strategy="group_by_length",
+        # Padded batches: similar lengths in a batch waste less on padding. Packed batches have no padding to save,
+        # and grouping would make the steps of the longest examples the memory peak; plain random order instead.
+        train_sampling_strategy="random" if config.packing else "group_by_length",
         length_column_name="length",
         remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding",
+        # Packed rows hold no padding; "non_padding" would also skip real end-of-turn tokens when pad == eos.
+        include_num_input_tokens_seen="all" if config.packing else "non_padding",
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
+
+
+_trainer_class = None
+
+
+def studio_trainer_class():
+    """transformers.Trainer whose loss computes vocabulary logits only where a label is trained.
+
+    The LM head is a large matmul (hidden x vocabulary: a fifth of SmolLM2's FLOPs, 150k columns for Qwen) followed
+    by a log-softmax over the vocabulary, and with answers-only training the prompt positions never reach the loss.
+    Passing the trained positions as `logits_to_keep` (a boolean mask) skips them: same loss, less time and memory.
+    Made on first use so importing this module stays light."""
+    global _trainer_class
+    if _trainer_class is not None:
+        return _trainer_class
+    import inspect
+
+    import torch
+    from transformers import Trainer
+
+    class StudioTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not (TRAINED_LOGITS_ONLY and "labels" in inputs and _accepts_logits_to_keep(model)):
+                self.loss_is_scaled_for_ga = None
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            # Position t predicts token t+1: its target is labels[t + 1]; the last position has none. Packed rows
+            # carry -100 at each example's first token, so no position predicts across a boundary.
+            targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+            keep = targets != -100  # (batch, tokens) bool
+            outputs = model(**inputs, logits_to_keep=keep)
+            logits = outputs.logits.float()  # (trained tokens, vocabulary)
+            loss = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+            if num_items_in_batch is not None:
+                # Trained tokens of the whole accumulated step, as transformers' own loss divides by.
+                count = num_items_in_batch
+                loss = loss / (count.to(loss.device).clamp(min=1) if torch.is_tensor(count) else max(count, 1))
+                self.loss_is_scaled_for_ga = True
+            else:
+                loss = loss / keep.sum().clamp(min=1)
+                self.loss_is_scaled_for_ga = False
+            return (loss, outputs) if return_outputs else loss
+
+    def _accepts_logits_to_keep(model) -> bool:
+        """Older or remote-code models without logits_to_keep take transformers' usual loss."""
+        base = getattr(model, "module", model)  # DDP and similar wrappers
+        base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
+        key = type(base)
+        if key not in _accepts_cache:
+            _accepts_cache[key] = "logits_to_keep" in inspect.signature(base.forward).parameters
+        return _accepts_cache[key]
+
+    _accepts_cache: dict = {}
+    _trainer_class = StudioTrainer
+    return StudioTrainer
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -336,6 +723,102 @@ class EventCallback(_make_callback_base()):
         self.last_status = now
         write_status(self.run_dir, status=status, step=state.global_step, epoch=state.epoch, pid=os.getpid(),
                      **self._speed(state))
+
+
+class CpuThreadTuner(_make_callback_base()):
+    """On a CPU, use the intra-op thread count that trains fastest now, and keep checking.
+
+    torch starts one thread per core. When other programs keep the same cores busy (the browser showing the run,
+    a test suite, a second run), every parallel region waits for its slowest thread and a step can take three
+    times longer than with one thread (bench/README.md); on an idle machine all cores are faster. So:
+    - before the first step, a 0.3 s matrix-multiply check picks the faster count to start with;
+    - every step is timed (seconds per token, not counting the first, which warms up the allocator) and the
+      count with the lowest median of its last three steps is used;
+    - the runner-up is re-tried on a real step after 16 steps, then 32, ... 128, and at once when the current
+      count's steps get 1.5x slower twice in a row (the load on a shared machine changes).
+    """
+
+    def __init__(self, candidates: list[int] | None = None, first_probe: int = 16, max_probe: int = 128):
+        import torch
+
+        self.default = torch.get_num_threads()  # torch's choice: one per physical core
+        self.candidates = candidates or sorted({self.default, max(1, self.default // 2), 1}, reverse=True)
+        self.history: dict[int, list[float]] = {n: [] for n in self.candidates}  # seconds per token, newest last
+        self.best = self.current = self.candidates[0]
+        self.first_probe, self.max_probe = first_probe, max_probe
+        self.interval = self.next_probe = first_probe
+        self.steps = 0
+        self.slow_steps = 0
+        self.t0 = 0.0
+        self.tokens0 = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if len(self.candidates) > 1:
+            self.best = self.quick_pick()
+            log.info("threads: starting with %d of %s (matrix-multiply check)", self.best, self.candidates)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        import torch
+
+        self.current = self.best
+        if len(self.candidates) > 1 and self.steps >= self.next_probe:
+            self.current = self._runner_up()
+            self.interval = min(2 * self.interval, self.max_probe)
+            self.next_probe = self.steps + self.interval
+        torch.set_num_threads(self.current)
+        self.t0 = time.perf_counter()
+        self.tokens0 = state.num_input_tokens_seen or 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        seconds = time.perf_counter() - self.t0
+        tokens = (state.num_input_tokens_seen or 0) - self.tokens0
+        self.steps += 1
+        if self.steps == 1 or tokens <= 0 or len(self.candidates) == 1:
+            return
+        history = self.history[self.current]
+        sample = seconds / tokens
+        if self.current == self.best and len(history) >= 2:
+            self.slow_steps = self.slow_steps + 1 if sample > 1.5 * self._median(self.best) else 0
+            if self.slow_steps >= 2:  # the machine got busier (or quieter for the others): look again now
+                self.next_probe, self.slow_steps = self.steps, 0
+        history.append(sample)
+        del history[:-3]
+        tried = [n for n in self.candidates if self.history[n]]
+        fastest = min(tried, key=self._median)
+        if fastest != self.best:
+            log.info("threads: %d is fastest now (%s seconds per 1000 tokens)", fastest,
+                     {n: round(1000 * self._median(n), 2) for n in tried})
+            self.best, self.interval = fastest, self.first_probe
+            self.next_probe = self.steps + self.interval
+
+    def on_train_end(self, args, state, control, **kwargs):
+        import torch
+
+        torch.set_num_threads(self.default)  # whatever runs next in this process starts from torch's default
+
+    def _median(self, n: int) -> float:
+        history = sorted(self.history[n])
+        return history[len(history) // 2] if history else float("inf")
+
+    def _runner_up(self) -> int:
+        others = [n for n in self.candidates if n != self.best]
+        return min(others, key=lambda n: (len(self.history[n]) > 0, self._median(n)))  # untried ones first
+
+    def quick_pick(self, repeats: int = 3) -> int:
+        """The count that multiplies a (512 x 576) by a (576 x 1536) matrix fastest, best of a few tries each."""
+        import torch
+
+        a, b = torch.randn(512, 576), torch.randn(576, 1536)
+        timings: dict[int, list[float]] = {n: [] for n in self.candidates}
+        for _ in range(repeats):
+            for n in self.candidates:
+                torch.set_num_threads(n)
+                t0 = time.perf_counter()
+                for _ in range(8):
+                    a @ b
+                timings[n].append(time.perf_counter() - t0)
+        torch.set_num_threads(self.default)
+        return min(self.candidates, key=lambda n: sorted(timings[n])[len(timings[n]) // 2])
 
 
 def current_memory_gb() -> float:
