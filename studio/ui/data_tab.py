@@ -241,12 +241,16 @@ def build_data_tab(ctx: UIContext) -> None:
                     *mapping_boxes]
     blank = (gr.update(),) * len(full_outputs)
 
-    def show(path: str, mapping, model_name, only_answers, length, frac, val_path):
+    def show(path: str, mapping, model_name, only_answers, length, frac, val_path, progress=None):
         """Analyse `path` and fill every output; a bad file gives one sentence in the status line."""
         if not path:
             return blank
+        if progress is not None:  # a large file takes seconds: the user sees what is happening
+            progress(0.1, desc="Reading and checking every row...")
         try:
             report = analyse(path, mapping)
+            if progress is not None:
+                progress(0.7, desc="Tokenising a sample for the preview and length statistics...")
         except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
             return (path, error_markdown(err), pd.DataFrame(), "", "", "", problems_frame_empty(), "", "",
                     *(gr.update() for _ in mapping_boxes))
@@ -256,17 +260,17 @@ def build_data_tab(ctx: UIContext) -> None:
         return (path, status_markdown(report), report.preview, html_preview, stats_line, svg, problems_frame(report),
                 split_markdown(report, frac, val_path), "", *boxes)
 
-    def on_upload(file, model_name, only_answers, length, frac, val_path):
+    def on_upload(file, model_name, only_answers, length, frac, val_path, progress=gr.Progress()):
         if not file:
             return blank
         try:
             saved = data.save_upload(file, ctx.uploads_dir)
         except Exception as err:  # noqa: BLE001
             return (gr.update(), error_markdown(err), *blank[2:])
-        return show(str(saved), None, model_name, only_answers, length, frac, val_path)
+        return show(str(saved), None, model_name, only_answers, length, frac, val_path, progress)
 
-    def on_sample(path, model_name, only_answers, length, frac, val_path):
-        return show(path, None, model_name, only_answers, length, frac, val_path)
+    def on_sample(path, model_name, only_answers, length, frac, val_path, progress=gr.Progress()):
+        return show(path, None, model_name, only_answers, length, frac, val_path, progress)
 
     def on_mapping(path, prompt, response, system, text, model_name, only_answers, length, frac, val_path):
         return show(path, _mapping_of(prompt, response, system, text), model_name, only_answers, length, frac,
