@@ -838,6 +838,10 @@ def _log_to_file(path: Path):
     root.setLevel(logging.INFO)
     # Library warnings go to the run's log, not the terminal of the person watching the UI.
     logging.captureWarnings(True)
+    # Progress bars (weights loading) would only clutter the worker's stdout/stderr: events carry progress.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _tail(path: Path, lines: int = 20) -> str:
