@@ -63,6 +63,7 @@ class Turns:
         self.turn = ctx.Value("i", 0, lock=False)
         self.done = ctx.Array("b", [0] * n, lock=False)
         self.ready = ctx.Barrier(n)
+        self.trained = ctx.Barrier(n)  # nobody evaluates (loads a model, runs forwards) while others train
         self.deadline = ctx.Value("d", float("inf"), lock=False)  # time.time() after which all sides stop...
         self.stop_after = ctx.Value("i", 0, lock=False)  # ...after this many steps each (0: not yet decided)
 
@@ -94,6 +95,19 @@ class Turns:
             self.ready.wait(timeout=1800)
         except Exception:  # noqa: BLE001 - a side that died while loading: go on without waiting
             pass
+
+    def all_trained(self) -> None:
+        try:
+            self.trained.wait(timeout=3600)
+        except Exception:  # noqa: BLE001 - a side that died: go on without waiting
+            pass
+
+    def abort(self) -> None:
+        for barrier in (self.ready, self.trained):
+            try:
+                barrier.abort()
+            except Exception:  # noqa: BLE001
+                pass
 
 
 def turn_callback(turns: Turns | None, me: int, result: SideResult, threads: int | None = None,
@@ -154,6 +168,7 @@ def turn_callback(turns: Turns | None, me: int, result: SideResult, threads: int
         def on_train_end(self, args, state, control, **kwargs):
             if turns is not None:
                 turns.finished(me)
+                turns.all_trained()
 
     return TurnTaking()
 
@@ -208,36 +223,42 @@ def run_sides(worker, side_names: list[str], args, interleave: bool = True,
     results: dict[str, SideResult] = {}
 
     def start(i, name):
-        p = ctx.Process(target=_guarded, args=(worker, name, i, args, turns, queue), name=f"bench-{name}")
+        # daemon: a side never outlives this process (it could wait for its turn forever)
+        p = ctx.Process(target=_guarded, args=(worker, name, i, args, turns, queue), name=f"bench-{name}",
+                        daemon=True)
         p.start()
         return p
 
     if interleave:
         procs = [start(i, n) for i, n in enumerate(side_names)]
         while len(results) < len(procs):
-            _collect(queue, results, procs)
+            _collect(queue, results, procs, turns)
         for p in procs:
             p.join(timeout=60)
     else:
         for i, name in enumerate(side_names):
             p = start(i, name)
             while name not in results:
-                _collect(queue, results, [p])
+                _collect(queue, results, [p], None)
             p.join(timeout=60)
     return [results[n] for n in side_names]
 
 
-def _collect(queue, results, procs):
+def _collect(queue, results, procs, turns):
     import queue as queue_mod
 
     try:
         item = queue.get(timeout=5)
     except queue_mod.Empty:
-        for p in procs:
+        for i, p in enumerate(procs):
             if not p.is_alive() and p.exitcode not in (0, None):
                 name = p.name.removeprefix("bench-")
-                if name not in results:
-                    results[name] = SideResult(name=name, error=f"process died (exit code {p.exitcode})")
+                if name not in results:  # killed (out of memory?): take it out of the turns so the rest go on
+                    why = " (killed: out of memory?)" if p.exitcode == -9 else ""
+                    results[name] = SideResult(name=name, error=f"process died (exit code {p.exitcode}){why}")
+                    if turns is not None:
+                        turns.finished(i)
+                        turns.abort()
         return
     results[item["name"]] = SideResult(**item)
 
@@ -250,10 +271,7 @@ def _guarded(worker, name, index, args, turns, queue):
         result = SideResult(name=name, error=f"{type(err).__name__}: {err}")
         if turns is not None:
             turns.finished(index)
-            try:
-                turns.ready.abort()
-            except Exception:  # noqa: BLE001
-                pass
+            turns.abort()
     queue.put(dataclasses.asdict(result))
 
 

@@ -41,6 +41,8 @@ ROOT = common.ROOT
 TRAIN = ROOT / "assets" / "bench" / "support_train.jsonl"
 VAL = ROOT / "assets" / "bench" / "support_val.jsonl"
 LEVERS = ("varlen", "logits", "dropout", "threads", "packing")
+# Peak RSS of one side at batch 4, max_seq_length 512 (measured): padded sides hold the padding's activations.
+PEAK_RSS_GB = {"padded": 6.8, "packed": 3.9}
 
 
 def parse_args(argv=None):
@@ -257,6 +259,16 @@ def main(argv=None) -> int:
     if unknown:
         print(f"Error: unknown side(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}.",
               file=sys.stderr)
+        return 2
+    # Every side holds its own model and activations at once (they take turns): refuse what would not fit.
+    import psutil
+
+    need = sum(PEAK_RSS_GB["padded" if s in ("baseline", "studio-no-packing", "studio+grouped") else "packed"]
+               for s in sides) * args.batch_size / 4 * args.max_seq_length / 512
+    available = psutil.virtual_memory().available / 2**30
+    if need > 0.9 * available:
+        print(f"Error: {len(sides)} sides need about {need:.0f} GB of memory at once and {available:.0f} GB is "
+              f"available: run fewer sides per command.", file=sys.stderr)
         return 2
     started = time.time()
     load_start = os.getloadavg()[0]

@@ -134,7 +134,7 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
     train_set, val_set = load_datasets(config, tokenizer)
     config.check_data_size(len(train_set))
 
-    model = build_model(config, method)
+    model = build_model(config, method, step_tokens=longest_step_tokens(config, train_set["length"]))
     trainer = build_trainer(config, method, model, tokenizer, train_set, val_set, run_dir,
                             callbacks=[*callbacks, EventCallback(run_dir, events, config, method)])
     checkpoint = latest_checkpoint(run_dir) if resume else None
@@ -313,7 +313,16 @@ def _write_tokenized(folder: Path, train_set, val_set) -> None:
             datasets.enable_progress_bars()
 
 
-def build_model(config: RunConfig, method: str):
+def longest_step_tokens(config: RunConfig, lengths: list[int]) -> int:
+    """Most tokens one forward pass can hold: the batch_size longest examples laid end to end (packed), or
+    batch_size rows as long as the longest (padded)."""
+    longest = sorted(lengths, reverse=True)[:config.batch_size]
+    if not longest:
+        return config.batch_size * config.max_seq_length
+    return sum(longest) if config.packing else config.batch_size * longest[0]
+
+
+def build_model(config: RunConfig, method: str, step_tokens: int | None = None):
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
@@ -321,7 +330,7 @@ def build_model(config: RunConfig, method: str):
     from . import models
 
     model = models.load_base_model(config.model, method, config.trust_remote_code)
-    checkpointing = needs_gradient_checkpointing(config, method, model)
+    checkpointing = needs_gradient_checkpointing(config, method, model, step_tokens)
     log.info("gradient checkpointing %s", "on" if checkpointing else "off")
     if method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
@@ -405,12 +414,12 @@ def activation_bytes_per_token(model_config, method: str) -> float:
     return layers * (14 * hidden * hidden_bytes + 5 * inter * inter_bytes) + vocab * 10
 
 
-def needs_gradient_checkpointing(config: RunConfig, method: str, model) -> bool:
+def needs_gradient_checkpointing(config: RunConfig, method: str, model, step_tokens: int | None = None) -> bool:
     """Recomputing activations costs about a third more time per step, so only when they would not fit.
 
-    On a GPU: the activations of the longest possible step (batch_size x max_seq_length tokens) against 60% of
-    the memory still free after loading the model. On a CPU it stays off unless asked for: system memory is
-    rarely the limit there and time always is."""
+    On a GPU: the activations of the longest possible step (step_tokens, at most batch_size x max_seq_length)
+    against 60% of the memory still free after loading the model. On a CPU it stays off unless asked for:
+    system memory is rarely the limit there and time always is."""
     if config.gradient_checkpointing:
         return True
     import torch
@@ -421,10 +430,10 @@ def needs_gradient_checkpointing(config: RunConfig, method: str, model) -> bool:
         free, _total = torch.cuda.mem_get_info()
     except RuntimeError:
         return method == "qlora"  # the old, safe default where the free memory cannot be read
-    per_token = activation_bytes_per_token(model.config, method)
-    need = per_token * config.batch_size * config.max_seq_length
-    log.info("activations need about %.1f GB for %d tokens; %.1f GB free", need / 2**30,
-             config.batch_size * config.max_seq_length, free / 2**30)
+    tokens = step_tokens or config.batch_size * config.max_seq_length
+    need = activation_bytes_per_token(model.config, method) * tokens
+    log.info("activations need about %.1f GB for the longest step (%d tokens); %.1f GB free", need / 2**30,
+             tokens, free / 2**30)
     return need > 0.6 * free
 
 
@@ -731,11 +740,12 @@ class CpuThreadTuner(_make_callback_base()):
     torch starts one thread per core. When other programs keep the same cores busy (the browser showing the run,
     a test suite, a second run), every parallel region waits for its slowest thread and a step can take three
     times longer than with one thread (bench/README.md); on an idle machine all cores are faster. So:
-    - before the first step, a 0.3 s matrix-multiply check picks the faster count to start with;
+    - at the first step, a 0.3 s matrix-multiply check picks the count to start with;
     - every step is timed (seconds per token, not counting the first, which warms up the allocator) and the
       count with the lowest median of its last three steps is used;
-    - the runner-up is re-tried on a real step after 16 steps, then 32, ... 128, and at once when the current
-      count's steps get 1.5x slower twice in a row (the load on a shared machine changes).
+    - the runner-up is tried on the third step (the quick check is easily fooled by a moment of load), then
+      again after 16 steps, 32, ... 128, and at once when the current count's steps get 1.5x slower twice in a
+      row (the load on a shared machine changes).
     """
 
     def __init__(self, candidates: list[int] | None = None, first_probe: int = 16, max_probe: int = 128):
@@ -745,21 +755,20 @@ class CpuThreadTuner(_make_callback_base()):
         self.candidates = candidates or sorted({self.default, max(1, self.default // 2), 1}, reverse=True)
         self.history: dict[int, list[float]] = {n: [] for n in self.candidates}  # seconds per token, newest last
         self.best = self.current = self.candidates[0]
+        self.picked = len(self.candidates) == 1  # the quick check at the first step
         self.first_probe, self.max_probe = first_probe, max_probe
-        self.interval = self.next_probe = first_probe
+        self.interval, self.next_probe = first_probe, 2
         self.steps = 0
         self.slow_steps = 0
         self.t0 = 0.0
         self.tokens0 = 0
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        if len(self.candidates) > 1:
-            self.best = self.quick_pick()
-            log.info("threads: starting with %d of %s (matrix-multiply check)", self.best, self.candidates)
-
     def on_step_begin(self, args, state, control, **kwargs):
         import torch
 
+        if not self.picked:  # here rather than at train begin: right before the work it stands for
+            self.best, self.picked = self.quick_pick(), True
+            log.info("threads: starting with %d of %s (matrix-multiply check)", self.best, self.candidates)
         self.current = self.best
         if len(self.candidates) > 1 and self.steps >= self.next_probe:
             self.current = self._runner_up()

@@ -229,23 +229,30 @@ def test_thread_tuner_moves_to_the_faster_count_and_keeps_probing(monkeypatch):
     set_to = []
     monkeypatch.setattr(torch, "set_num_threads", set_to.append)
     tuner = train.CpuThreadTuner(candidates=[2, 1])
-    tuner.best = 2  # as if the matrix-multiply check had picked 2
+    tuner.best, tuner.picked = 2, True  # as if the matrix-multiply check had picked 2
     # A busy machine: one thread is 3x faster than two.
     used = run_tuner(tuner, monkeypatch, lambda n, step: 3.0 if n == 2 else 1.0, 150)
-    assert used[:2] == [2, 2]  # the warm-up step, then a timed one
+    assert used[:3] == [2, 2, 1]  # the warm-up step, a timed one, then the runner-up is tried
     first_one = used.index(1)
-    assert first_one <= 17  # the first probe of the runner-up, then it stays
-    assert used[first_one:first_one + 10] == [1] * 10
+    assert used[first_one:first_one + 10] == [1] * 10  # and kept: it is faster
     assert 2 in used[first_one + 10:]  # two is still re-tried now and then...
     assert used[-100:].count(2) <= 3  # ...but rarely
     tuner.on_train_end(None, None, None)
     assert set_to[-1] == tuner.default
 
 
+def test_thread_tuner_corrects_a_wrong_quick_pick_on_the_third_step(monkeypatch):
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    tuner = train.CpuThreadTuner(candidates=[2, 1])
+    tuner.best, tuner.picked = 1, True  # the quick check was fooled by a moment of load
+    used = run_tuner(tuner, monkeypatch, lambda n, step: 0.5 if n == 2 else 1.0, 30)  # idle: 2 is faster
+    assert used[:3] == [1, 1, 2] and used[3:18] == [2] * 15
+
+
 def test_thread_tuner_looks_again_when_the_machine_gets_busy(monkeypatch):
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     tuner = train.CpuThreadTuner(candidates=[2, 1])
-    tuner.best = 2
+    tuner.best, tuner.picked = 2, True
     # Idle for 40 steps (two threads twice as fast), then busy (two threads 3x slower than one).
     used = run_tuner(tuner, monkeypatch,
                      lambda n, step: (0.5 if n == 2 else 1.0) if step < 40 else (3.0 if n == 2 else 1.0), 60)
@@ -282,3 +289,30 @@ def test_build_model_swaps_lora_dropout_on_cpu(tiny_data):
                                                                       torch.nn.ModuleDict)
              for d in m.lora_dropout.values()}
     assert kinds == {"FastDropout"}
+
+
+def test_gradient_checkpointing_only_when_the_activations_would_not_fit(monkeypatch):
+    from types import SimpleNamespace
+
+    from transformers import Qwen2Config
+
+    qwen_1_5b = SimpleNamespace(config=Qwen2Config(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                                                   vocab_size=151936))
+    config = RunConfig(batch_size=4, max_seq_length=2048)
+    assert not train.needs_gradient_checkpointing(config, "qlora", qwen_1_5b)  # no CUDA: time is what is short
+    assert train.needs_gradient_checkpointing(RunConfig(gradient_checkpointing=True), "lora32", qwen_1_5b)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    free = {"bytes": 78 * 2**30}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (free["bytes"], 80 * 2**30))
+    # About 6 MB a token: a full 4 x 2048 step (~49 GB) is more than 60% of 78 GB; 4 chats of 600 tokens are not.
+    assert train.needs_gradient_checkpointing(config, "qlora", qwen_1_5b)
+    assert not train.needs_gradient_checkpointing(config, "qlora", qwen_1_5b, step_tokens=2400)
+    free["bytes"] = 8 * 2**30
+    assert train.needs_gradient_checkpointing(config, "qlora", qwen_1_5b, step_tokens=2400)
+
+
+def test_longest_step_tokens():
+    lengths = [10, 500, 30, 400, 20]
+    assert train.longest_step_tokens(RunConfig(batch_size=2), lengths) == 900  # packed: the two longest
+    assert train.longest_step_tokens(RunConfig(batch_size=2, packing=False), lengths) == 1000  # padded to 500
