@@ -18,9 +18,9 @@ from pathlib import Path
 
 from .config import RunConfig
 
-# Effective fp32 FLOP/s per CPU core for LoRA training, measured here with SmolLM2-135M
-# (2 cores, batch 4 x ~80 tokens: about 3 s a step with padding).
-CPU_FLOPS_PER_CORE = 2.9e10
+# Effective fp32 FLOP/s per CPU core for LoRA training, fitted to SmolLM2-135M runs here (2 cores):
+# 78-113 real tokens/s depending on other load, i.e. about 2.3e10 per core at the middle of that range.
+CPU_FLOPS_PER_CORE = 2.3e10
 # Effective FLOP/s on a GPU for QLoRA / LoRA-16: a conservative 25% of an A100-class bf16 peak.
 GPU_FLOPS = 0.25 * 312e12
 LOAD_OVERHEAD_S = {"cpu": 15.0, "gpu": 30.0}  # model load, tokenisation, adapter save
@@ -135,8 +135,12 @@ def estimate_run(config: RunConfig) -> Estimate:
         basis = f"calibrated for {hardware['cpu_count']} CPU cores"
     overhead = LOAD_OVERHEAD_S["gpu" if hardware["cuda"] else "cpu"]
     seconds = overhead + tokens / max(speed, 1e-9)
-    if config.eval_every and config.validation_fraction > 0:
-        seconds *= 1 + config.validation_fraction / 3  # eval passes: forward only, about a third of a step
+    if config.validation_fraction > 0 or config.validation_path:
+        # Each validation pass is forward only (about a third of a training step's cost per token); there is
+        # one every eval_every steps and one at the end.
+        val_tokens = tokens_per_epoch / max(rows, 1) * max(1.0, rows * config.validation_fraction)
+        passes = 1 + (steps // config.eval_every if config.eval_every else 0)
+        seconds += passes * val_tokens / (3 * max(speed, 1e-9))
 
     # Packed: one row of batch_size examples laid end to end; padded: batch_size rows of the longest.
     mean_len = max(1, tokens_per_epoch // max(rows, 1))
