@@ -42,6 +42,7 @@ screenshots: install browser-deps
 bench: install
 	$(BIN)/python bench/train_cpu.py
 	$(BIN)/python bench/chat.py
+	$(BIN)/python bench/estimate_cpu.py
 
 lint:
 	$(BIN)/python -m ruff check studio tests bench
