@@ -738,26 +738,26 @@ class CpuThreadTuner(_make_callback_base()):
     """On a CPU, use the intra-op thread count that trains fastest now, and keep checking.
 
     torch starts one thread per core. When other programs keep the same cores busy (the browser showing the run,
-    a test suite, a second run), every parallel region waits for its slowest thread and a step can take three
+    a test suite, a second run), every parallel region waits for its slowest thread and a step can take five
     times longer than with one thread (bench/README.md); on an idle machine all cores are faster. So:
-    - at the first step, a 0.3 s matrix-multiply check picks the count to start with;
-    - every step is timed (seconds per token, not counting the first, which warms up the allocator) and the
-      count with the lowest median of its last three steps is used;
-    - the runner-up is tried on the third step (the quick check is easily fooled by a moment of load), then
-      again after 16 steps, 32, ... 128, and at once when the current count's steps get 1.5x slower twice in a
-      row (the load on a shared machine changes).
+    - every step is timed (seconds per token; the first step warms up the allocator and is not counted), and
+      the count with the lowest median over its last three steps is used;
+    - a 0.3 s matrix-multiply check picks the count for the first step, and is repeated every 8 steps (and at
+      once when the current count's steps get 1.5x slower twice in a row); when it names another count, that
+      count runs the next step, and its time decides. A wrong guess costs one step, not the run, and a real
+      step is never spent on a count that the quick check says is slower: on a busy machine such a step can
+      take a minute.
     """
 
-    def __init__(self, candidates: list[int] | None = None, first_probe: int = 16, max_probe: int = 128):
+    def __init__(self, candidates: list[int] | None = None, check_every: int = 8):
         import torch
 
         self.default = torch.get_num_threads()  # torch's choice: one per physical core
         self.candidates = candidates or sorted({self.default, max(1, self.default // 2), 1}, reverse=True)
         self.history: dict[int, list[float]] = {n: [] for n in self.candidates}  # seconds per token, newest last
         self.best = self.current = self.candidates[0]
-        self.picked = len(self.candidates) == 1  # the quick check at the first step
-        self.first_probe, self.max_probe = first_probe, max_probe
-        self.interval, self.next_probe = first_probe, 2
+        self.picked = len(self.candidates) == 1  # the quick check before the first step
+        self.check_every = self.next_check = check_every
         self.steps = 0
         self.slow_steps = 0
         self.t0 = 0.0
@@ -766,14 +766,16 @@ class CpuThreadTuner(_make_callback_base()):
     def on_step_begin(self, args, state, control, **kwargs):
         import torch
 
-        if not self.picked:  # here rather than at train begin: right before the work it stands for
-            self.best, self.picked = self.quick_pick(), True
-            log.info("threads: starting with %d of %s (matrix-multiply check)", self.best, self.candidates)
         self.current = self.best
-        if len(self.candidates) > 1 and self.steps >= self.next_probe:
-            self.current = self._runner_up()
-            self.interval = min(2 * self.interval, self.max_probe)
-            self.next_probe = self.steps + self.interval
+        if not self.picked:  # here rather than at train begin: right before the work it stands for
+            self.best = self.current = self.quick_pick()
+            self.picked = True
+            log.info("threads: starting with %d of %s (matrix-multiply check)", self.best, self.candidates)
+        elif len(self.candidates) > 1 and self.steps >= self.next_check:
+            self.next_check = self.steps + self.check_every
+            self.current = self.quick_pick()
+            if self.current != self.best:
+                self.history[self.current].clear()  # its old times are stale: this step decides
         torch.set_num_threads(self.current)
         self.t0 = time.perf_counter()
         self.tokens0 = state.num_input_tokens_seen or 0
@@ -788,17 +790,15 @@ class CpuThreadTuner(_make_callback_base()):
         sample = seconds / tokens
         if self.current == self.best and len(history) >= 2:
             self.slow_steps = self.slow_steps + 1 if sample > 1.5 * self._median(self.best) else 0
-            if self.slow_steps >= 2:  # the machine got busier (or quieter for the others): look again now
-                self.next_probe, self.slow_steps = self.steps, 0
+            if self.slow_steps >= 2:  # the machine got busier: check now
+                self.next_check, self.slow_steps = self.steps, 0
         history.append(sample)
         del history[:-3]
-        tried = [n for n in self.candidates if self.history[n]]
-        fastest = min(tried, key=self._median)
-        if fastest != self.best:
-            log.info("threads: %d is fastest now (%s seconds per 1000 tokens)", fastest,
-                     {n: round(1000 * self._median(n), 2) for n in tried})
-            self.best, self.interval = fastest, self.first_probe
-            self.next_probe = self.steps + self.interval
+        if self.current != self.best and sample < self._median(self.best):
+            log.info("threads: %d is faster now (%.2f against %.2f seconds per 1000 tokens with %d)", self.current,
+                     1000 * sample, 1000 * self._median(self.best), self.best)
+            self.best = self.current
+            self.history[self.best][:] = [sample]
 
     def on_train_end(self, args, state, control, **kwargs):
         import torch
@@ -808,10 +808,6 @@ class CpuThreadTuner(_make_callback_base()):
     def _median(self, n: int) -> float:
         history = sorted(self.history[n])
         return history[len(history) // 2] if history else float("inf")
-
-    def _runner_up(self) -> int:
-        others = [n for n in self.candidates if n != self.best]
-        return min(others, key=lambda n: (len(self.history[n]) > 0, self._median(n)))  # untried ones first
 
     def quick_pick(self, repeats: int = 3) -> int:
         """The count that multiplies a (512 x 576) by a (576 x 1536) matrix fastest, best of a few tries each."""

@@ -207,16 +207,19 @@ def test_tokenised_data_is_cached_per_file_and_settings(tokenizer, tmp_path, mon
     assert len(list((tmp_path / "cache" / "tokenized").iterdir())) == 4
 
 
-def run_tuner(tuner, monkeypatch, seconds_per_step, steps: int) -> list[int]:
-    """Drive the tuner through `steps` steps of 100 tokens; seconds_per_step(threads, step) -> seconds."""
-    clock = {"t": 0.0}
+def run_tuner(tuner, monkeypatch, seconds_per_step, quick, steps: int) -> list[int]:
+    """Drive the tuner through `steps` steps of 100 tokens: seconds_per_step(threads, step) -> seconds, and
+    quick(step) -> what the matrix-multiply check says at that step."""
+    clock = {"t": 0.0, "step": 0}
     monkeypatch.setattr(train.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(tuner, "quick_pick", lambda: quick(clock["step"]))
 
     class State:
         num_input_tokens_seen = 0
 
     state, used = State(), []
     for step in range(steps):
+        clock["step"] = step
         tuner.on_step_begin(None, state, None)
         used.append(tuner.current)
         clock["t"] += seconds_per_step(tuner.current, step)
@@ -225,40 +228,42 @@ def run_tuner(tuner, monkeypatch, seconds_per_step, steps: int) -> list[int]:
     return used
 
 
-def test_thread_tuner_moves_to_the_faster_count_and_keeps_probing(monkeypatch):
+@pytest.fixture
+def tuner(monkeypatch):
     set_to = []
     monkeypatch.setattr(torch, "set_num_threads", set_to.append)
     tuner = train.CpuThreadTuner(candidates=[2, 1])
-    tuner.best, tuner.picked = 2, True  # as if the matrix-multiply check had picked 2
-    # A busy machine: one thread is 3x faster than two.
-    used = run_tuner(tuner, monkeypatch, lambda n, step: 3.0 if n == 2 else 1.0, 150)
-    assert used[:3] == [2, 2, 1]  # the warm-up step, a timed one, then the runner-up is tried
-    first_one = used.index(1)
-    assert used[first_one:first_one + 10] == [1] * 10  # and kept: it is faster
-    assert 2 in used[first_one + 10:]  # two is still re-tried now and then...
-    assert used[-100:].count(2) <= 3  # ...but rarely
+    tuner.set_to = set_to
+    return tuner
+
+
+def test_thread_tuner_follows_the_quick_check_when_the_steps_agree(tuner, monkeypatch):
+    busy = lambda n, step: 3.0 if n == 2 else 1.0  # noqa: E731 - one thread 3x faster than two
+    assert run_tuner(tuner, monkeypatch, busy, lambda step: 1, 40) == [1] * 40
     tuner.on_train_end(None, None, None)
-    assert set_to[-1] == tuner.default
+    assert tuner.set_to[-1] == tuner.default
 
 
-def test_thread_tuner_corrects_a_wrong_quick_pick_on_the_third_step(monkeypatch):
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    tuner = train.CpuThreadTuner(candidates=[2, 1])
-    tuner.best, tuner.picked = 1, True  # the quick check was fooled by a moment of load
-    used = run_tuner(tuner, monkeypatch, lambda n, step: 0.5 if n == 2 else 1.0, 30)  # idle: 2 is faster
-    assert used[:3] == [1, 1, 2] and used[3:18] == [2] * 15
+def test_thread_tuner_corrects_a_fooled_quick_check_within_one_check(tuner, monkeypatch):
+    idle = lambda n, step: 0.5 if n == 2 else 1.0  # noqa: E731 - two threads twice as fast
+    used = run_tuner(tuner, monkeypatch, idle, lambda step: 1 if step == 0 else 2, 40)
+    assert used[:8] == [1] * 8 and used[8:] == [2] * 32  # the check at step 8 names 2; its step confirms
 
 
-def test_thread_tuner_looks_again_when_the_machine_gets_busy(monkeypatch):
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    tuner = train.CpuThreadTuner(candidates=[2, 1])
-    tuner.best, tuner.picked = 2, True
-    # Idle for 40 steps (two threads twice as fast), then busy (two threads 3x slower than one).
-    used = run_tuner(tuner, monkeypatch,
-                     lambda n, step: (0.5 if n == 2 else 1.0) if step < 40 else (3.0 if n == 2 else 1.0), 60)
-    assert used[2:40].count(2) >= 36
-    switch = used.index(1, 40)
-    assert switch <= 44 and used[switch:switch + 12] == [1] * 12  # noticed within a few steps
+def test_thread_tuner_trusts_real_steps_over_the_quick_check(tuner, monkeypatch):
+    idle = lambda n, step: 0.5 if n == 2 else 1.0  # noqa: E731
+    used = run_tuner(tuner, monkeypatch, idle, lambda step: 2 if step == 0 else 1, 42)  # the check is wrong
+    assert used.count(1) == 5 and used[-1] == 2  # one step every 8 is spent to find out, and 2 stays
+
+
+def test_thread_tuner_looks_again_when_the_machine_gets_busy(tuner, monkeypatch):
+    # Idle for 20 steps (two threads twice as fast), then busy (two threads 3x slower than one).
+    def seconds(n, step):
+        return (0.5 if n == 2 else 1.0) if step < 20 else (3.0 if n == 2 else 1.0)
+
+    used = run_tuner(tuner, monkeypatch, seconds, lambda step: 2 if step < 20 else 1, 40)
+    assert used[:20] == [2] * 20
+    assert used.index(1) <= 23 and used[24:] == [1] * 16  # two slow steps, then the check, then it stays
 
 
 def test_thread_tuner_quick_pick_returns_a_candidate():
