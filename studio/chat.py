@@ -329,7 +329,9 @@ class ChatSession:
             for piece in streamer:
                 if piece:
                     text += piece
-                    yield text
+                    # An answer cut at max_new_tokens can end inside a multi-byte character, which decodes to
+                    # U+FFFD; the rest of that character never comes, so the half is not shown.
+                    yield text.rstrip("\ufffd")
         finally:
             stop.set()  # the caller went away (or we are done): let the worker finish at once
             thread.join()

@@ -140,6 +140,13 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.info("no checkpoint to resume from; starting from step 0")
+    if val_set is not None and checkpoint is None:
+        # The validation loss of the untouched model is the point the curve starts from: the user sees how far
+        # training moved it, and the first real evaluation already draws a line, not a lone dot (a one-point
+        # series is invisible in the live plot).
+        write_status(run_dir, status="starting", message="Measuring the validation loss before training",
+                     pid=os.getpid())
+        trainer.evaluate()  # its on_log writes the step-0 "eval" event
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     stopped = (run_dir / STOP_FILE).exists()

@@ -1,5 +1,6 @@
 """The app starts as `python -m studio ui`, answers HTTP, and loads no model at start."""
 
+import json
 import os
 import socket
 import subprocess
@@ -39,6 +40,13 @@ def test_ui_serves_the_page_quickly(tmp_path):
             config = response.read().decode()
         for tab in ("1. Model", "2. Data", "3. Settings", "4. Train", "5. Chat"):
             assert tab in config
+        # The other tabs' handlers are page glue, not an API: a client sees only the Chat tab's named endpoints.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=5) as response:
+            api = json.loads(response.read().decode())
+        assert not api["unnamed_endpoints"]
+        assert set(api["named_endpoints"]) == {"/chat", "/stop", "/clear", "/refresh_runs", "/list_runs",
+                                               "/batch_compare", "/validation_loss", "/export_zip",
+                                               "/export_merged", "/push_to_hub"}
     finally:
         proc.terminate()
         proc.wait(timeout=30)

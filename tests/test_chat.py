@@ -147,6 +147,25 @@ def test_streaming_grows_and_sampling_repeats_with_the_same_seed(session):
     assert session.generate(PROMPT, hot) == session.generate(PROMPT, hot)
 
 
+def test_an_answer_cut_inside_a_character_does_not_end_in_a_replacement_sign(session, monkeypatch):
+    # Generation stops (max_new_tokens) after the first byte-level token of an emoji: the streamer then
+    # flushes "Sure \ufffd"; the user should see "Sure ".
+    ids = session.tokenizer.encode("Sure \U0001F600", add_special_tokens=False)
+    cut = next(n for n in range(1, len(ids)) if session.tokenizer.decode(ids[:n]).endswith("\ufffd"))
+
+    def fake_generate(input_ids, streamer, **kwargs):
+        import torch
+
+        streamer.put(input_ids)  # the prompt, skipped
+        for token in ids[:cut]:
+            streamer.put(torch.tensor([token]))
+        streamer.end()
+
+    monkeypatch.setattr(session.model, "generate", fake_generate)
+    pieces = list(session.stream(PROMPT, SHORT, use_adapter=False))
+    assert pieces[-1] == "Sure " and not any("\ufffd" in p for p in pieces)
+
+
 def test_generation_settings_are_checked():
     with pytest.raises(ConfigError, match="temperature"):
         GenerationSettings(temperature=-1)

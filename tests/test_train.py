@@ -31,11 +31,12 @@ def test_run_writes_adapter_events_and_loss_falls(tiny_data, tmp_path):
     assert read_status(run_dir)["status"] == "finished"
     events = read_events(run_dir)
     kinds = [e["type"] for e in events]
-    assert kinds[0] == "start" and kinds[-1] == "end"
+    # The untouched model is evaluated first, so the validation curve starts at step 0.
+    assert kinds[:2] == ["eval", "start"] and events[0]["step"] == 0 and kinds[-1] == "end"
     history = replay(events)
     assert history.train_steps == list(range(1, 31))
     assert all(e["learning_rate"] is not None for e in events if e["type"] == "log")
-    assert history.eval_steps[:3] == [10, 20, 30]
+    assert history.eval_steps[:4] == [0, 10, 20, 30]
     # The rows repeat five memorised answers: the loss must fall a lot.
     first, last = sum(history.train_loss[:3]) / 3, sum(history.train_loss[-3:]) / 3
     assert last < 0.6 * first, history.train_loss

@@ -25,6 +25,9 @@ UPLOAD_LIMIT = "200mb"
 
 
 def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | None = None) -> gr.Blocks:
+    """The five tabs. Only the Chat tab's named endpoints (/chat, /list_runs, ...) form the app's API; every other
+    handler is registered with api_visibility="private": it is page glue with positional form values, and a
+    shared link should not hand clients a way to start runs or read uploads outside the page."""
     from .chat_tab import build_chat_tab
     from .data_tab import build_data_tab
     from .model_tab import build_model_tab
@@ -60,11 +63,12 @@ def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | Non
 
         sizing = [ctx.fields["method"], ctx.fields["max_seq_length"], ctx.fields["batch_size"]]
         for component in sizing:
-            component.change(catalog_table, sizing, ctx.extra["catalog_table"], show_progress="hidden")
+            component.change(catalog_table, sizing, ctx.extra["catalog_table"], show_progress="hidden",
+                             api_visibility="private")
         # Opening the Train tab checks the settings and shows the estimate next to Start.
-        train_tab.select(*ctx.extra["train_tab_select"])
+        train_tab.select(*ctx.extra["train_tab_select"], api_visibility="private")
         on_load, outputs = ctx.extra["train_load"]
-        app.load(on_load, None, outputs)
+        app.load(on_load, None, outputs, api_visibility="private")
     return app
 
 

@@ -352,6 +352,8 @@ def build_chat_tab(ctx: UIContext) -> None:
     message.submit(chat, chat_inputs, chat_outputs, api_visibility="private")
     stop.click(stop_session, None, None, api_name="stop", queue=False)
     clear.click(clear_chat, None, [base_bot, tuned_bot, message], api_name="clear", queue=False)
+    for bot in (base_bot, tuned_bot):  # a column's own trash icon clears both: the two answer the same turns
+        bot.clear(clear_chat, None, [base_bot, tuned_bot, message], api_visibility="private", queue=False)
     batch_btn.click(batch, [run_select, source, upload, limit, system, same, *base_values, *tuned_values],
                     [batch_status, batch_table, batch_csv], api_name="batch_compare")
     loss_btn.click(measure_loss, run_select, losses, api_name="validation_loss")

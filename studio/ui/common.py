@@ -51,6 +51,16 @@ def guarded(fn):
     return wrapper
 
 
+def field_label(name: str) -> str:
+    """The words the form shows for a RunConfig field ("Max steps" for max_steps)."""
+    import dataclasses
+
+    from ..config import RunConfig
+
+    meta = {f.name: f.metadata for f in dataclasses.fields(RunConfig)}[name]
+    return meta.get("label") or name.replace("_", " ").capitalize()
+
+
 def config_component(name: str, value=None, **overrides):
     """A form component for one RunConfig field, built from its metadata (type, help, bounds, choices)."""
     import dataclasses
@@ -62,7 +72,7 @@ def config_component(name: str, value=None, **overrides):
     spec = {f.name: f for f in dataclasses.fields(RunConfig)}[name]
     meta = spec.metadata
     value = spec.default if value is None else value
-    label = meta.get("label") or name.replace("_", " ").capitalize()
+    label = field_label(name)
     common = {"label": label, "info": meta["help"], "value": value, "elem_id": f"field-{name}"}
     common.update(overrides)
     kind = spec.type if isinstance(spec.type, str) else spec.type.__name__

@@ -323,18 +323,20 @@ def build_data_tab(ctx: UIContext) -> None:
 
     common = [model, answers_only, max_len, fraction, validation_path]
     mapping_in = [data_path, *mapping_boxes]
-    upload.upload(on_upload, [upload, *common], full_outputs)
-    sample.input(on_sample, [sample, *common], full_outputs)
+    upload.upload(on_upload, [upload, *common], full_outputs, api_visibility="private")
+    sample.input(on_sample, [sample, *common], full_outputs, api_visibility="private")
     for box in mapping_boxes:
-        box.input(on_mapping, [*mapping_in, *common], full_outputs)
+        box.input(on_mapping, [*mapping_in, *common], full_outputs, api_visibility="private")
     view_inputs = [*mapping_in, model, answers_only, max_len]
-    answers_only.change(on_view, view_inputs, [preview, stats_md, histogram])
+    answers_only.change(on_view, view_inputs, [preview, stats_md, histogram], api_visibility="private")
     if isinstance(model, gr.components.Component) and not isinstance(model, gr.State):
-        model.change(on_view, view_inputs, [preview, stats_md, histogram])
-    drop.click(on_drop, [*mapping_in, *common], full_outputs)
-    fraction.change(split_for, [*mapping_in, fraction, validation_path], split_md)
-    validation_upload.upload(on_validation, [validation_upload, fraction, *mapping_in], [validation_path, split_md])
-    validation_upload.clear(lambda *a: on_validation(None, *a), [fraction, *mapping_in], [validation_path, split_md])
+        model.change(on_view, view_inputs, [preview, stats_md, histogram], api_visibility="private")
+    drop.click(on_drop, [*mapping_in, *common], full_outputs, api_visibility="private")
+    fraction.change(split_for, [*mapping_in, fraction, validation_path], split_md, api_visibility="private")
+    validation_upload.upload(on_validation, [validation_upload, fraction, *mapping_in], [validation_path, split_md],
+                             api_visibility="private")
+    validation_upload.clear(lambda *a: on_validation(None, *a), [fraction, *mapping_in], [validation_path, split_md],
+                             api_visibility="private")
 
     def wire_max_seq_length(context: UIContext) -> None:
         """Run by the app after every tab is built (ctx.extra["after_build"]): the Settings tab's max_seq_length
@@ -350,7 +352,8 @@ def build_data_tab(ctx: UIContext) -> None:
         def on_length(length, *rest):
             return (length, *on_view(*rest[:-1], length))
 
-        component.change(on_length, [component, *view_inputs], [max_len, preview, stats_md, histogram])
+        component.change(on_length, [component, *view_inputs], [max_len, preview, stats_md, histogram],
+                         api_visibility="private")
 
     ctx.extra.setdefault("after_build", []).append(wire_max_seq_length)
 

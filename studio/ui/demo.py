@@ -85,6 +85,8 @@ def build_demo(run_dir: str | Path, session: ChatSession | None = None,
         message.submit(chat, inputs, outputs, api_visibility="private")
         stop.click(stop_session, None, None, api_name="stop", queue=False)
         clear_btn.click(clear, None, outputs, api_name="clear", queue=False)
+        for bot in (base_bot, tuned_bot):  # a column's own trash icon clears both columns
+            bot.clear(clear, None, outputs, api_visibility="private", queue=False)
     return demo
 
 

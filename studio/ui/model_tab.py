@@ -65,12 +65,12 @@ def build_model_tab(ctx: UIContext) -> None:
                 "The estimate follows the method, sequence length and batch size in Settings.")
     table = gr.Dataframe(value=catalog_table(defaults.method, defaults.max_seq_length, defaults.batch_size),
                          interactive=False, wrap=True, elem_id="catalog")
-    check.click(describe_model, [model, trust], info)
+    check.click(describe_model, [model, trust], info, api_visibility="private")
 
     def pick_row(event: gr.SelectData):
         return event.row_value[0]
 
-    table.select(pick_row, None, model)
+    table.select(pick_row, None, model, api_visibility="private")
     ctx.fields["model"] = model
     ctx.fields["trust_remote_code"] = trust
     ctx.extra["catalog_table"] = table

@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..config import PRESETS, RunConfig, apply_preset
-from .common import UIContext, config_component, config_from_values, user_message
+from .common import UIContext, config_component, config_from_values, field_label, user_message
 
 # Fields shown on this tab, in the order a person thinks about them.
 TRAINING_FIELDS = ["epochs", "max_steps", "learning_rate", "lr_scheduler", "warmup_ratio", "batch_size",
@@ -30,7 +30,7 @@ def differences_from_preset(preset: str, config: RunConfig) -> str:
     changed = {k: v for k, v in config.diff(base).items() if k in PRESETS[preset]}
     if not changed:
         return f"Using the **{preset}** preset as is."
-    items = ", ".join(f"{k} = {mine} (preset: {theirs})" for k, (mine, theirs) in changed.items())
+    items = ", ".join(f"{field_label(k)} {mine} (preset: {theirs})" for k, (mine, theirs) in changed.items())
     return f"Changed from **{preset}**: {items}"
 
 
@@ -61,7 +61,7 @@ def build_settings_tab(ctx: UIContext) -> None:
         values = PRESETS[name]
         return [gr.update(value=values[k]) for k in preset_fields]
 
-    preset.change(on_preset, preset, [ctx.fields[k] for k in preset_fields])
+    preset.change(on_preset, preset, [ctx.fields[k] for k in preset_fields], api_visibility="private")
 
     with gr.Accordion("Show as command / load a config file", open=False):
         gr.Markdown("The same run without the browser: save the config and run the command. Loading a config "
@@ -85,7 +85,7 @@ def build_settings_tab(ctx: UIContext) -> None:
         path.write_text(text + "\n")
         return text, cmd, str(path)
 
-    show.click(show_command, [ctx.fields[n] for n in names], [config_json, command, download])
+    show.click(show_command, [ctx.fields[n] for n in names], [config_json, command, download], api_visibility="private")
 
     def load_config(path):
         try:
@@ -94,7 +94,7 @@ def build_settings_tab(ctx: UIContext) -> None:
             return [gr.update() for _ in names] + [f"**Error:** {user_message(err)}"]
         return [gr.update(value=getattr(config, n)) for n in names] + [f"Loaded {Path(path).name}."]
 
-    upload.upload(load_config, upload, [ctx.fields[n] for n in names] + [load_note])
+    upload.upload(load_config, upload, [ctx.fields[n] for n in names] + [load_note], api_visibility="private")
 
     def note(preset_name, *values):
         try:
@@ -103,5 +103,5 @@ def build_settings_tab(ctx: UIContext) -> None:
             return f"**Check this field:** {user_message(err)}"
 
     for name in TRAINING_FIELDS + METHOD_FIELDS:
-        ctx.fields[name].change(note, [preset] + [ctx.fields[n] for n in names], preset_note)
+        ctx.fields[name].change(note, [preset] + [ctx.fields[n] for n in names], preset_note, api_visibility="private")
     ctx.extra["preset"] = preset

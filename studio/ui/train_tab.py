@@ -88,6 +88,8 @@ def status_markdown(run_dir, status: dict, history) -> str:
     if history.train_loss:
         lines.append(f"Train loss **{history.train_loss[-1]:.4f}**" + (
             f" · best validation loss **{history.best_eval_loss:.4f}**" if history.eval_loss else ""))
+    if state == "starting" and status.get("message"):
+        lines.append(f"\n{status['message']}...")
     if state == "failed":
         message = history.error.get("message") or status.get("message") or "the run failed"
         lines.append(f"\n**The run failed:** {message}")
@@ -243,16 +245,18 @@ def build_train_tab(ctx: UIContext) -> None:
         return gr.update(choices=run_choices(runs_dir), value=default_run(runs_dir)), history_table(runs_dir), \
             gr.update(choices=run_choices(runs_dir))
 
-    start.click(on_start, [ctx.fields[n] for n in names], [notice, run_select])
-    estimate_btn.click(on_estimate, [ctx.fields[n] for n in names], estimate)
+    start.click(on_start, [ctx.fields[n] for n in names], [notice, run_select], api_visibility="private")
+    estimate_btn.click(on_estimate, [ctx.fields[n] for n in names], estimate, api_visibility="private")
     ctx.extra["train_tab_select"] = (on_estimate, [ctx.fields[n] for n in names], estimate)
-    stop.click(on_stop, run_select, notice)
-    resume.click(on_resume, run_select, notice)
-    delete_btn.click(on_delete, [run_select, delete_confirm], [notice, run_select, table, delete_confirm])
-    compare_btn.click(lambda ids: compare_runs(runs_dir, ids), compare_select, [compare_plot, compare_table])
+    stop.click(on_stop, run_select, notice, api_visibility="private")
+    resume.click(on_resume, run_select, notice, api_visibility="private")
+    delete_btn.click(on_delete, [run_select, delete_confirm], [notice, run_select, table, delete_confirm],
+                     api_visibility="private")
+    compare_btn.click(lambda ids: compare_runs(runs_dir, ids), compare_select, [compare_plot, compare_table],
+                      api_visibility="private")
     outputs = [status, loss_plot, lr_plot, log_box]
-    run_select.change(on_tick, run_select, outputs)
+    run_select.change(on_tick, run_select, outputs, api_visibility="private")
     timer = gr.Timer(POLL_S)
-    timer.tick(on_tick, run_select, outputs, show_progress="hidden")
+    timer.tick(on_tick, run_select, outputs, show_progress="hidden", api_visibility="private")
     ctx.extra["train_load"] = (on_load, [run_select, table, compare_select])
     ctx.extra["run_select"] = run_select
