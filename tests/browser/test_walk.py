@@ -86,7 +86,7 @@ def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, sho
     expect(max_steps).to_have_value("30")
     max_steps.fill("40")
     max_steps.press("Tab")
-    expect(page.locator("#preset-note")).to_contain_text("max_steps = 40")
+    expect(page.locator("#preset-note")).to_contain_text("Max steps 40 (preset: 30)")
     ui.screenshot(page, shots_dir, "3-settings")
 
     # 4. Train: start, watch the loss plot fill, see it finish.
@@ -157,7 +157,7 @@ def test_reload_mid_run_keeps_the_run_live_and_stop_stops_it(page, console, tmp_
     max_steps = page.locator("#field-max_steps input")
     max_steps.fill("5000")  # far more than this test waits for: the run is surely live when we reload and stop
     max_steps.press("Tab")
-    expect(page.locator("#preset-note")).to_contain_text("max_steps = 5000")
+    expect(page.locator("#preset-note")).to_contain_text("Max steps 5000 (preset: 30)")
     ui.open_tab(page, "train")
     page.locator("#start").click()
     expect(page.locator("#train-notice")).to_contain_text("Started run", timeout=30_000)
