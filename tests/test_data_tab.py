@@ -68,6 +68,19 @@ def test_bad_upload_is_one_sentence(tab, tmp_path):
     assert out[1].startswith("**Error:**") and "xlsx" in out[1] and "Traceback" not in out[1]
 
 
+def test_bad_upload_keeps_the_file_already_in_use(tab, tmp_path):
+    _, handlers = tab
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"question": "Q?", "answer": "A."}) + "\n", encoding="utf-8")
+    in_use = handlers["on_upload"](str(good), "tiny-test", True, 128, 0.0, "")[0]
+    bad = tmp_path / "notes.json"
+    bad.write_text("{not json", encoding="utf-8")
+    out = handlers["on_upload"](str(bad), "tiny-test", True, 128, 0.0, "", in_use)
+    assert out[1].startswith("**Error:**") and "notes.json" in out[1]
+    assert "still **good.jsonl**" in out[1]
+    assert all(o == gr.update() for o in (out[0], *out[2:]))  # path, preview, table... untouched
+
+
 def test_mapping_by_hand(tab, tmp_path):
     _, handlers = tab
     path = tmp_path / "odd.csv"

@@ -69,7 +69,28 @@ def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | Non
         train_tab.select(*ctx.extra["train_tab_select"], api_visibility="private")
         on_load, outputs = ctx.extra["train_load"]
         app.load(on_load, None, outputs, api_visibility="private")
+        # A reload while a run trains: the form shows that run's settings and data, not the defaults.
+        form = list(ctx.fields.values())
+        redraw, redraw_inputs, redraw_outputs = ctx.extra["data_redraw"]
+        app.load(lambda: settings_of_live_run(runs_dir, list(ctx.fields)), None, form,
+                 api_visibility="private").then(redraw, redraw_inputs, redraw_outputs, api_visibility="private")
     return app
+
+
+def settings_of_live_run(runs_dir: Path, names: list[str]) -> list:
+    """The live run's RunConfig values in the order of `names`, or no change when nothing trains."""
+    from .. import jobs
+    from ..config import RunConfig
+    from ..events import CONFIG_FILE
+
+    run_dir = jobs.active_run(runs_dir)
+    if run_dir is None:
+        return [gr.skip() for _ in names]
+    try:
+        config = RunConfig.load(run_dir / CONFIG_FILE)
+    except Exception:  # noqa: BLE001 - an unreadable config leaves the form as it is
+        return [gr.skip() for _ in names]
+    return [getattr(config, name) for name in names]
 
 
 def auth_for(share: bool, auth: str | None) -> tuple[tuple[str, str] | None, str | None]:

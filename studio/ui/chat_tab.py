@@ -232,7 +232,9 @@ def build_chat_tab(ctx: UIContext) -> None:
     # --- callbacks ------------------------------------------------------------------------
     def refresh_runs(current):
         choices = run_choices(runs_dir)
-        value = current if current in {v for _, v in choices} else NO_RUN
+        ids = [v for _, v in choices if v != NO_RUN]  # newest first
+        # Fresh from the Train tab ("open the Chat tab"), the run just trained is the one to try.
+        value = current if current in ids else (ids[0] if ids else NO_RUN)
         return gr.Dropdown(choices=choices, value=value)
 
     def list_runs() -> list[dict]:

@@ -241,8 +241,11 @@ def build_data_tab(ctx: UIContext) -> None:
                     *mapping_boxes]
     blank = (gr.update(),) * len(full_outputs)
 
-    def show(path: str, mapping, model_name, only_answers, length, frac, val_path, progress=None):
-        """Analyse `path` and fill every output; a bad file gives one sentence in the status line."""
+    def show(path: str, mapping, model_name, only_answers, length, frac, val_path, progress=None, previous=""):
+        """Analyse `path` and fill every output; a bad file gives one sentence in the status line.
+
+        `previous`: the training file in use before this upload. A new file that cannot be read does not replace
+        it: the preview stays, and the status line says which file is still used."""
         if not path:
             return blank
         if progress is not None:  # a large file takes seconds: the user sees what is happening
@@ -252,6 +255,9 @@ def build_data_tab(ctx: UIContext) -> None:
             if progress is not None:
                 progress(0.7, desc="Tokenising a sample for the preview and length statistics...")
         except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
+            if previous and previous != path:
+                kept = f" Nothing changed: the training file is still **{Path(previous).name}**."
+                return (gr.update(), error_markdown(err) + kept, *blank[2:])
             return (path, error_markdown(err), pd.DataFrame(), "", "", "", problems_frame_empty(), "", "",
                     *(gr.update() for _ in mapping_boxes))
         html_preview, stats_line, svg = model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH)
@@ -260,14 +266,14 @@ def build_data_tab(ctx: UIContext) -> None:
         return (path, status_markdown(report), report.preview, html_preview, stats_line, svg, problems_frame(report),
                 split_markdown(report, frac, val_path), "", *boxes)
 
-    def on_upload(file, model_name, only_answers, length, frac, val_path, progress=gr.Progress()):
+    def on_upload(file, model_name, only_answers, length, frac, val_path, previous="", progress=gr.Progress()):
         if not file:
             return blank
         try:
             saved = data.save_upload(file, ctx.uploads_dir)
         except Exception as err:  # noqa: BLE001
             return (gr.update(), error_markdown(err), *blank[2:])
-        return show(str(saved), None, model_name, only_answers, length, frac, val_path, progress)
+        return show(str(saved), None, model_name, only_answers, length, frac, val_path, progress, previous)
 
     def on_sample(path, model_name, only_answers, length, frac, val_path, progress=gr.Progress()):
         return show(path, None, model_name, only_answers, length, frac, val_path, progress)
@@ -323,7 +329,8 @@ def build_data_tab(ctx: UIContext) -> None:
 
     common = [model, answers_only, max_len, fraction, validation_path]
     mapping_in = [data_path, *mapping_boxes]
-    upload.upload(on_upload, [upload, *common], full_outputs, api_visibility="private")
+    upload.upload(on_upload, [upload, *common, data_path], full_outputs, api_visibility="private")
+    ctx.extra["data_redraw"] = (on_mapping, [*mapping_in, *common], full_outputs)  # after the form is refilled
     sample.input(on_sample, [sample, *common], full_outputs, api_visibility="private")
     for box in mapping_boxes:
         box.input(on_mapping, [*mapping_in, *common], full_outputs, api_visibility="private")

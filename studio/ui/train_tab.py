@@ -12,7 +12,8 @@ import gradio as gr
 import pandas as pd
 
 from .. import jobs
-from ..events import LIVE, read_events, replay, smooth
+from ..config import METHOD_LABELS
+from ..events import EVENTS_FILE, LIVE, STATUS_FILE, read_events, replay, smooth
 from .common import UIContext, config_from_values, user_message
 
 POLL_S = 1.0
@@ -76,25 +77,35 @@ def status_markdown(run_dir, status: dict, history) -> str:
     badge = {"running": "🟢 running", "starting": "🟡 starting", "stopping": "🟡 stopping", "finished": "✅ finished",
              "stopped": "⏹️ stopped", "failed": "❌ failed"}.get(state, state)
     last = history.last_log
-    lines = [f"**Run {run_dir.name}** - {badge}",
-             f"<div class='progress'><div style='width:{pct:.1f}%'></div></div>",
-             f"Step **{step} / {total}** ({pct:.0f}%)"
-             f" · epoch {float(status.get('epoch') or last.get('epoch') or 0):.2f}"
-             f" · elapsed {_fmt_time(status.get('elapsed_s') or last.get('elapsed_s'))}"
-             f" · ETA {_fmt_time(status.get('eta_s') if state in LIVE else 0)}",
-             f"Speed **{float(status.get('tokens_per_s') or last.get('tokens_per_s') or 0):,.0f} tokens/s** · memory "
-             f"{float(status.get('memory_gb') or last.get('memory_gb') or 0):.2f} GB · method "
-             f"{history.start.get('method', '-')}"]
+    lines = [f"**Run {run_dir.name}** - {badge}"]
+    if history.train_steps or state not in ("starting", "failed"):  # no row of zeros before the first step
+        lines += [f"<div class='progress'><div style='width:{pct:.1f}%'></div></div>",
+                  f"Step **{step} / {total}** ({pct:.0f}%)"
+                  f" · epoch {float(status.get('epoch') or last.get('epoch') or 0):.2f}"
+                  f" · elapsed {_fmt_time(status.get('elapsed_s') or last.get('elapsed_s'))}"
+                  f" · ETA {_fmt_time(status.get('eta_s') if state in LIVE else 0)}",
+                  f"Speed **{float(status.get('tokens_per_s') or last.get('tokens_per_s') or 0):,.0f} tokens/s** · "
+                  f"memory {float(status.get('memory_gb') or last.get('memory_gb') or 0):.2f} GB · method "
+                  f"{METHOD_LABELS.get(history.start.get('method'), history.start.get('method', '-'))}"]
     if history.train_loss:
         lines.append(f"Train loss **{history.train_loss[-1]:.4f}**" + (
             f" · best validation loss **{history.best_eval_loss:.4f}**" if history.eval_loss else ""))
-    if state == "starting" and status.get("message"):
-        lines.append(f"\n{status['message']}...")
+    elif history.eval_loss:
+        lines.append(f"Validation loss before training **{history.eval_loss[0]:.4f}**")
+    if state == "starting":
+        lines.append(f"\n{status.get('message') or 'Loading the model and the data'}...")
     if state == "failed":
         message = history.error.get("message") or status.get("message") or "the run failed"
         lines.append(f"\n**The run failed:** {message}")
     elif state == "finished":
         lines.append("\nDone: the adapter is saved. Open the **Chat** tab to compare it with the base model.")
+        if len(history.eval_loss) >= 2 and history.eval_steps[0] == 0:
+            before, after = history.eval_loss[0], history.eval_loss[-1]
+            change = (before - after) / before if before else 0.0
+            lines.append(f"Validation loss went from **{before:.3f}** before training to **{after:.3f}** "
+                         f"({abs(change):.0%} {'lower' if change >= 0 else 'higher'}): "
+                         + ("the model fits your held-out examples better." if change > 0.005 else
+                            "no real gain; try more steps or the Balanced preset."))
     elif state == "stopped":
         lines.append("\nStopped: the adapter and a checkpoint are saved. **Resume** continues from the checkpoint.")
     return "\n\n".join(lines)
@@ -113,7 +124,9 @@ def refresh(runs_dir, run_id: str | None):
         history = replay(read_events(run_dir))
     except Exception as err:  # noqa: BLE001
         return f"**Error:** {user_message(err)}", empty, typed(pd.DataFrame(), LR_DTYPES), gr.update(visible=False)
-    failed = status.get("status") == "failed"
+    # The worker log helps with a crash; a failure already told in one sentence (a bad model id, bad data) is
+    # not a crash, and its traceback would only bury the sentence.
+    failed = status.get("status") == "failed" and history.error.get("kind") != "user"
     log = history.error.get("log_tail") or jobs.log_tail(run_dir) if failed else ""
     return (status_markdown(run_dir, status, history), loss_frame(history), lr_frame(history),
             gr.update(value=log, visible=failed))
@@ -145,6 +158,32 @@ def compare_runs(runs_dir, run_ids: list[str]):
     table = pd.DataFrame([{"Setting": k, **{rid: str(v) for rid, v in zip(run_ids, values)}}
                           for k, values in diffs.items()])
     return typed(pd.concat(frames, ignore_index=True), LOSS_DTYPES), table
+
+
+def files_key(runs_dir, run_id: str | None) -> tuple:
+    """Changes whenever the run's events or status change (size and modification time of both files)."""
+    if not run_id:
+        return (None,)
+    try:
+        run_dir = jobs.run_path(runs_dir, run_id)
+    except Exception:  # noqa: BLE001 - a bad id is drawn (as an error) by refresh
+        return (run_id,)
+    key: tuple = (run_id,)
+    for name in (EVENTS_FILE, STATUS_FILE):
+        try:
+            stat = (run_dir / name).stat()
+            key += (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            key += (None,)
+    # A worker killed without a word changes no file: its death shows in run_state, so the status is part of it.
+    return key + (_status_word(runs_dir, run_id),)
+
+
+def _status_word(runs_dir, run_id: str | None) -> str | None:
+    try:
+        return jobs.run_state(jobs.run_path(runs_dir, run_id)).get("status") if run_id else None
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def build_train_tab(ctx: UIContext) -> None:
@@ -198,6 +237,7 @@ def build_train_tab(ctx: UIContext) -> None:
             from .. import data, models
 
             models.resolve_method(config)  # QLoRA without CUDA: one clear sentence now, not later
+            models.load_tokenizer(config.model, config.trust_remote_code)  # unknown id, offline: said now
             train_rows, _ = data.load_for_config(config)  # bad data: said now, before a process starts
             config.check_data_size(len(train_rows))
             run_dir = jobs.start_run(config, runs_dir)
@@ -237,8 +277,19 @@ def build_train_tab(ctx: UIContext) -> None:
         return (f"Deleted {run_id}.", gr.update(choices=run_choices(runs_dir), value=default_run(runs_dir)),
                 history_table(runs_dir), False)
 
-    def on_tick(run_id):
-        return refresh(runs_dir, run_id)
+    def on_tick(run_id, seen):
+        """Redraw only when the run's files changed since this page last drew them (`seen`), so an idle or
+        finished run costs nothing per tick; the history table follows when the run's status changes."""
+        key = files_key(runs_dir, run_id)
+        if seen and seen.get("key") == key:
+            return (*(gr.skip() for _ in outputs), gr.skip(), seen)
+        drawn = refresh(runs_dir, run_id)
+        state = _status_word(runs_dir, run_id)
+        table_update = history_table(runs_dir) if seen and seen.get("state") != state else gr.skip()
+        return (*drawn, table_update, {"key": key, "state": state})
+
+    def on_select(run_id):
+        return on_tick(run_id, None)
 
     def on_load():
         # A new page (or a reload) shows the live run, else the newest one.
@@ -255,8 +306,10 @@ def build_train_tab(ctx: UIContext) -> None:
     compare_btn.click(lambda ids: compare_runs(runs_dir, ids), compare_select, [compare_plot, compare_table],
                       api_visibility="private")
     outputs = [status, loss_plot, lr_plot, log_box]
-    run_select.change(on_tick, run_select, outputs, api_visibility="private")
+    seen = gr.State(None)  # what this page last drew: see on_tick
+    run_select.change(on_select, run_select, [*outputs, table, seen], api_visibility="private")
     timer = gr.Timer(POLL_S)
-    timer.tick(on_tick, run_select, outputs, show_progress="hidden", api_visibility="private")
+    timer.tick(on_tick, [run_select, seen], [*outputs, table, seen], show_progress="hidden",
+               api_visibility="private")
     ctx.extra["train_load"] = (on_load, [run_select, table, compare_select])
     ctx.extra["run_select"] = run_select

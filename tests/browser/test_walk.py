@@ -174,6 +174,13 @@ def test_reload_mid_run_keeps_the_run_live_and_stop_stops_it(page, console, tmp_
     after_reload = ui.wait_for_points(page, before, timeout=30_000)
     ui.wait_for_points(page, after_reload + 1)  # and it keeps growing
     ui.expect_numeric_axes(page)
+    # The form shows the live run's settings and data again, not the defaults.
+    ui.open_tab(page, "settings")
+    expect(page.locator("#field-max_steps input")).to_have_value("5000")
+    ui.open_tab(page, "data")
+    expect(page.locator("#data-status")).to_contain_text("Chat messages (OpenAI", timeout=30_000)
+    expect(page.locator("#data-preview")).to_contain_text("Row 1")
+    ui.open_tab(page, "train")
 
     page.locator("#stop").click()
     expect(page.locator("#train-notice")).to_contain_text(f"Stopping {run_id}")

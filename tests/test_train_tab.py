@@ -1,0 +1,78 @@
+"""The Train tab's live view, drawn from a run folder's files: status words, the log box, redraw only on change."""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+import pytest
+
+from studio.config import RunConfig
+from studio.events import CONFIG_FILE, EventWriter, write_status
+from studio.ui import train_tab
+from studio.ui.app import settings_of_live_run
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    return folder
+
+
+def make_run(runs_dir, run_id: str, status: str, events: list[tuple[str, dict]], **status_fields):
+    run_dir = runs_dir / run_id
+    run_dir.mkdir()
+    RunConfig(max_steps=7).save(run_dir / CONFIG_FILE)
+    writer = EventWriter(run_dir)
+    for kind, data in events:
+        writer.write(kind, **data)
+    writer.close()
+    (run_dir / "worker.log").write_text("Traceback (most recent call last):\n  boom\n")
+    write_status(run_dir, status=status, **status_fields)
+    return run_dir
+
+
+def test_finished_run_says_how_far_validation_loss_moved(runs_dir):
+    make_run(runs_dir, "r1", "finished", [
+        ("eval", {"step": 0, "eval_loss": 4.0}), ("start", {"total_steps": 2, "method": "lora32"}),
+        ("log", {"step": 1, "loss": 3.9}), ("log", {"step": 2, "loss": 3.0}), ("eval", {"step": 2, "eval_loss": 3.0}),
+        ("end", {"status": "finished", "step": 2})], step=2, total_steps=2)
+    text, *_ = train_tab.refresh(runs_dir, "r1")
+    assert "from **4.000** before training to **3.000** (25% lower)" in text
+    assert "LoRA fp32" in text  # the method in words, not "lora32"
+
+
+def test_starting_run_shows_what_it_does_not_a_row_of_zeros(runs_dir):
+    make_run(runs_dir, "r2", "starting", [], message="Measuring the validation loss before training",
+             pid=os.getpid())
+    text, *_ = train_tab.refresh(runs_dir, "r2")
+    assert "Measuring the validation loss before training..." in text
+    assert "Step" not in text and "tokens/s" not in text
+
+
+def test_a_one_sentence_failure_hides_the_traceback_and_a_crash_shows_it(runs_dir):
+    make_run(runs_dir, "bad-id", "failed", [("error", {"message": "Model nobody/x was not found.", "kind": "user"})])
+    text, _, _, log = train_tab.refresh(runs_dir, "bad-id")
+    assert "Model nobody/x was not found." in text and log["visible"] is False
+    make_run(runs_dir, "crash", "failed", [("error", {"message": "Training crashed (ValueError: x).",
+                                                      "kind": "crash", "log_tail": "Traceback ... boom"})])
+    _, _, _, log = train_tab.refresh(runs_dir, "crash")
+    assert log["visible"] is True and "boom" in log["value"]
+
+
+def test_files_key_changes_only_when_the_run_changes(runs_dir):
+    run_dir = make_run(runs_dir, "r3", "finished", [("start", {"total_steps": 1})])
+    first = train_tab.files_key(runs_dir, "r3")
+    assert train_tab.files_key(runs_dir, "r3") == first  # nothing new: the page skips the redraw
+    with open(run_dir / "events.jsonl", "a") as f:
+        f.write('{"type": "log", "step": 1, "loss": 1.0}\n')
+    assert train_tab.files_key(runs_dir, "r3") != first
+
+
+def test_a_reload_refills_the_form_only_while_a_run_is_live(runs_dir):
+    names = ["max_steps", "learning_rate"]
+    make_run(runs_dir, "done", "finished", [])
+    assert all(v == gr.skip() for v in settings_of_live_run(runs_dir, names))
+    make_run(runs_dir, "live", "running", [], pid=os.getpid())
+    assert settings_of_live_run(runs_dir, names) == [7, RunConfig().learning_rate]
