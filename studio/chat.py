@@ -72,7 +72,7 @@ class GenerationSettings:
 
 
 # --- helpers ------------------------------------------------------------------------------
-def ensure_gpu_free(runs_dir: str | Path | None) -> None:
+def ensure_gpu_free(runs_dir: str | Path | None, action: str = "chat") -> None:
     """Refuse to load a model on the GPU a training run is using; on CPU the two may share."""
     if runs_dir is None:
         return
@@ -80,8 +80,8 @@ def ensure_gpu_free(runs_dir: str | Path | None) -> None:
 
     busy = jobs.active_run(Path(runs_dir))
     if busy is not None and models.cuda_available():
-        raise jobs.RunBusyError(f"Run {busy.name} is training on the GPU: chat once it finishes, or stop it "
-                                f"(the adapter is saved) to chat now.")
+        raise jobs.RunBusyError(f"Run {busy.name} is training on the GPU: {action} once it finishes, or stop it "
+                                f"(the adapter is saved) to {action} now.")
 
 
 def run_adapter_dir(run_dir: str | Path) -> Path:

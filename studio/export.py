@@ -65,6 +65,10 @@ def merge_adapter(run_dir: str | Path, out_dir: str | Path) -> Path:
         raise UserError(f"{out_dir} already exists and is not empty: pick a new folder for the merged model.")
     # Merge in full precision on CPU, or 16-bit on a GPU; never into 4-bit weights (that would round the update).
     method = "lora16" if models.cuda_available() else "lora32"
+    if method == "lora16":
+        from .chat import ensure_gpu_free
+
+        ensure_gpu_free(run_dir.parent, action="export the merged model")  # a 16-bit copy beside a run: OOM
     tokenizer = models.load_tokenizer(config.model, config.trust_remote_code)
     base = models.load_base_model(config.model, method, config.trust_remote_code)
     from peft import PeftModel

@@ -99,6 +99,14 @@ def bundled_model_dir() -> Path:
     return target
 
 
+def bundled_tokenizer_dir() -> Path:
+    """The bundled model's tokenizer files. They are a few MB where the weights are 500: a GPU machine without the
+    bundled package can be handed the tokenizer alone (STUDIO_CACHE=<folder>/SmolLM2-135M-Instruct/tokenizer*)
+    and still build the test and benchmark models, which take only the tokenizer from it."""
+    target = cache_dir() / "SmolLM2-135M-Instruct"
+    return target if (target / "tokenizer.json").is_file() else bundled_model_dir()
+
+
 def tiny_test_model_dir() -> Path:
     """A 2-layer random Llama with the bundled tokenizer, saved once: fast tests use it."""
     target = cache_dir() / "tiny-test-v2"
@@ -107,7 +115,7 @@ def tiny_test_model_dir() -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(bundled_tokenizer_dir())
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                          tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, initializer_range=0.2,
@@ -210,7 +218,7 @@ def hub_error(name: str, err: Exception) -> ModelError:
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    source = resolve_model_source(name)
+    source = str(bundled_tokenizer_dir()) if name == BUNDLED_MODEL else resolve_model_source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **hub_kwargs(source))
     except Exception as err:  # noqa: BLE001 - turned into one sentence for the user
@@ -258,7 +266,7 @@ def detect_hardware() -> dict:
     if info["cuda"]:
         props = torch.cuda.get_device_properties(0)
         info.update(gpu_name=props.name, gpu_memory_gb=props.total_memory / 2**30,
-                    bf16=torch.cuda.is_bf16_supported())
+                    bf16=native_bf16())
         info["summary"] = f"GPU: {props.name}, {info['gpu_memory_gb']:.0f} GB - QLoRA 4-bit is the default."
     else:
         info["summary"] = (f"CPU only ({info['cpu_count']} cores, {info['ram_gb']:.0f} GB RAM): LoRA in fp32, "
@@ -266,11 +274,19 @@ def detect_hardware() -> dict:
     return info
 
 
-def compute_dtype():
-    """bf16 where the GPU supports it, else fp16."""
+def native_bf16() -> bool:
+    """Whether the GPU computes in bf16 natively (Ampere and later). torch's plain check also says yes where bf16
+    is only emulated (T4, V100), which is slow there; fp16 is the right choice on those."""
     import torch
 
-    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def compute_dtype():
+    """bf16 where the GPU supports it natively, else fp16."""
+    import torch
+
+    return torch.bfloat16 if native_bf16() else torch.float16
 
 
 def bnb_config(config: RunConfig, method: str):
@@ -346,6 +362,12 @@ def estimate_memory_gb(params_b: float, method: str, seq_len: int, batch_size: i
     weights = params_b * 1e9 * bytes_per_param
     if hidden is None:  # infer a plausible shape from size
         hidden = int(1024 * max(params_b, 0.1) ** 0.4 * 1.6)
+    if method == "qlora":
+        # The embeddings and the LM head are not quantised, and peft's prepare_model_for_kbit_training casts them
+        # to fp32: for a 7B model with a 150k vocabulary that is over 4 GB, not the 0.55 bytes/param above.
+        # A typical 128k vocabulary and untied matrices: the worst case of the catalog's models.
+        embedding_params = 2 * 128_000 * hidden
+        weights += embedding_params * (4.0 - bytes_per_param)
     if layers is None:
         layers = max(12, int(24 * max(params_b, 0.1) ** 0.25))
     act_bytes = 2 if method != "lora32" else 4

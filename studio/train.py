@@ -150,9 +150,10 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     stopped = (run_dir / STOP_FILE).exists()
-    if val_set is not None and not stopped:
-        metrics = trainer.evaluate()
-        events.write("eval", step=trainer.state.global_step, eval_loss=metrics.get("eval_loss"))
+    evaluated = replay(read_events(run_dir)).eval_steps
+    if val_set is not None and not stopped and (not evaluated or evaluated[-1] != trainer.state.global_step):
+        # The final validation loss, unless the Trainer has just measured it (its last step was an eval step).
+        trainer.evaluate()  # its on_log writes the "eval" event
     adapter_dir = run_dir / ADAPTER_DIR
     trainer.model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
@@ -565,9 +566,11 @@ def training_arguments(config: RunConfig, method: str, run_dir: Path, has_eval: 
     import torch
     from transformers import TrainingArguments
 
+    from . import models
+
     cuda = torch.cuda.is_available()
     half = method in ("qlora", "lora16")
-    bf16 = half and cuda and torch.cuda.is_bf16_supported()
+    bf16 = half and cuda and models.native_bf16()
     eval_every = config.eval_every if has_eval and config.eval_every > 0 else 0
     return TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS_DIR),

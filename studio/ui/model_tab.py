@@ -22,7 +22,7 @@ def catalog_table(method: str, seq_len: int, batch_size: int) -> pd.DataFrame:
         estimate = models.estimate_memory_gb(params_b, method, seq_len, batch_size)
         badge = models.fit_badge(estimate, available)
         table.append({"Model": name, "Parameters": f"{params_b:g} B", "Context": f"{context:,}", "Licence": licence,
-                      "Est. memory": f"{estimate:.1f} GB", "Fit": badge,
+                      "Est. memory (longest rows)": f"{estimate:.1f} GB", "Fit": badge,
                       "Needs": "nothing (offline)" if name == BUNDLED_MODEL else "hub connection"})
     return pd.DataFrame(table)
 
@@ -62,7 +62,8 @@ def build_model_tab(ctx: UIContext) -> None:
     info = gr.Markdown(elem_id="model-info")
     defaults = RunConfig()
     gr.Markdown("#### Popular instruct models and whether they fit this machine\nClick a row to pick that model. "
-                "The estimate follows the method, sequence length and batch size in Settings.")
+                "The estimate follows the method, sequence length and batch size in Settings, with every row "
+                "as long as the maximum; the Train tab estimates from your actual data, which is usually less.")
     table = gr.Dataframe(value=catalog_table(defaults.method, defaults.max_seq_length, defaults.batch_size),
                          interactive=False, wrap=True, elem_id="catalog")
     check.click(describe_model, [model, trust], info, api_visibility="private")

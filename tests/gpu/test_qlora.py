@@ -16,7 +16,7 @@ def small_model_dir(tmp_path_factory):
     from studio import models
 
     folder = tmp_path_factory.mktemp("qwen-small")
-    tokenizer = AutoTokenizer.from_pretrained(models.bundled_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(models.bundled_tokenizer_dir())
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
                          num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096,
                          tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
