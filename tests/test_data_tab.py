@@ -50,7 +50,7 @@ def test_upload_fills_every_output(tab, tmp_path):
     assert "Question / answer" in status and "2 rows" in status
     assert list(table.columns) == ["question", "answer"]
     assert "Is &lt;b&gt; bold?" in preview and "Yes &amp; no.&lt;|im_end|&gt;" in preview
-    assert "Tokens per example" in stats and "<svg" in svg and "max_seq_length 128" in svg
+    assert "Tokens per example" in stats and "<svg" in svg and "cut-off: 128 tokens" in svg
     assert problems.to_dict("records")[0]["Row"] == 2
     assert "Training rows: **1**" in split
     assert (prompt["value"], response["value"], system["value"], text["value"]) == ("question", "answer", "", "")
@@ -95,5 +95,5 @@ def test_renderers_escape_and_mark():
     page = segments_html([(4, [("<script>alert(1)</script>", False), ("a & b", True)])])
     assert "<script>" not in page and "&lt;script&gt;" in page and "Row 4" in page and "a &amp; b" in page
     svg = histogram_svg([10, 20, 600, 700], 512)
-    assert svg.count("<rect") == 30 and "max_seq_length 512" in svg
+    assert svg.count("<rect") == 30 and "cut-off: 512 tokens" in svg
     assert histogram_svg([], 512) == ""

@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from .. import jobs
+from .. import jobs, models
 from ..chat import (
     BASE_LABEL,
     BATCH_COLUMNS,
@@ -154,13 +154,15 @@ def describe(runs_dir: Path, run_id: str | None, default_model: str) -> str:
 # --- the tab ----------------------------------------------------------------------------------
 def _settings_column(title: str, visible: bool = True):
     defaults = GenerationSettings()
+    # On a CPU two answers of 256 tokens take half a minute or more; 128 keeps the first comparison quick.
+    default_max_new = defaults.max_new_tokens if models.cuda_available() else min(defaults.max_new_tokens, 128)
     with gr.Column(visible=visible) as column:
         gr.Markdown(f"**{title}**")
         temperature = gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature",
                                 info="0 = always the most likely token (repeatable); higher = more varied")
         top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="Top-p",
                           info="with temperature > 0: sample only from the most likely tokens adding up to this")
-        max_new = gr.Slider(1, 2048, value=defaults.max_new_tokens, step=1, label="Max new tokens",
+        max_new = gr.Slider(1, 2048, value=default_max_new, step=1, label="Max new tokens",
                             info="longest answer, in tokens (about 3/4 of a word each)")
         repetition = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty",
                                info="above 1 discourages repeating the same words")
@@ -202,10 +204,12 @@ def build_chat_tab(ctx: UIContext) -> None:
                     "answers; measure the validation loss and perplexity of both.")
         with gr.Row():
             source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Prompts", scale=3)
-            upload = gr.File(label="Prompt file (TXT: one per line; or CSV/JSON/JSONL)", scale=2,
+            upload = gr.File(label="Prompt file (TXT: one per line; or CSV/JSON/JSONL)", scale=2, visible=False,
                              file_types=[".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet", ".xlsx"])
             limit = gr.Number(value=10, precision=0, minimum=1, maximum=500, label="At most this many prompts",
                               scale=1)
+        source.change(lambda chosen: gr.File(visible=chosen == SOURCES[2]), source, upload,
+                      api_visibility="private")  # the file box only when a file is the source
         with gr.Row():
             batch_btn = gr.Button("Run comparison", variant="primary", elem_id="batch-run")
             loss_btn = gr.Button("Measure validation loss", elem_id="batch-loss")

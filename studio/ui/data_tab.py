@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import html
+import math
 import threading
 from pathlib import Path
 
@@ -81,6 +82,8 @@ def histogram_svg(lengths: list[int], max_seq_length: int, bins: int = 30) -> st
         return ""
     width, height, pad = 640, 180, 30
     top = max(max(lengths), max_seq_length) * 1.05
+    half_decade = 10 ** math.floor(math.log10(top)) / 2
+    top = math.ceil(top / half_decade) * half_decade  # a round number at the end of the axis (300, not 268)
     step = top / bins
     counts = [0] * bins
     for n in lengths:
@@ -99,9 +102,11 @@ def histogram_svg(lengths: list[int], max_seq_length: int, bins: int = 30) -> st
     axis = (f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#9ca3af"/>'
             f'<text x="{pad}" y="{height - 8}" font-size="11">0</text>'
             f'<text x="{width - pad}" y="{height - 8}" font-size="11" text-anchor="end">{int(top)} tokens</text>')
+    # The label sits left of the line when the line is near the right edge, so it is never clipped.
+    label_x, anchor = (cut_x - 4, "end") if cut_x > width / 2 else (cut_x + 4, "start")
     cut = (f'<line x1="{cut_x:.1f}" y1="{pad - 10}" x2="{cut_x:.1f}" y2="{height - pad}" stroke="#dc2626" '
-           f'stroke-dasharray="4 3" stroke-width="2"/><text x="{cut_x + 4:.1f}" y="{pad - 2}" font-size="11" '
-           f'fill="#dc2626">max_seq_length {max_seq_length}</text>')
+           f'stroke-dasharray="4 3" stroke-width="2"/><text x="{label_x:.1f}" y="{pad - 2}" font-size="11" '
+           f'fill="#dc2626" text-anchor="{anchor}">cut-off: {max_seq_length} tokens (max sequence length)</text>')
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
             f'style="max-width:{width}px" role="img" aria-label="Histogram of token lengths">'
             f'{"".join(bars)}{axis}{cut}</svg>')
