@@ -12,10 +12,11 @@ from ..config import PRESETS, RunConfig, apply_preset
 from .common import UIContext, config_component, config_from_values, field_label, user_message
 
 # Fields shown on this tab, in the order a person thinks about them.
-TRAINING_FIELDS = ["epochs", "max_steps", "learning_rate", "lr_scheduler", "warmup_ratio", "batch_size",
-                   "gradient_accumulation", "max_seq_length", "packing", "weight_decay", "seed"]
-METHOD_FIELDS = ["method", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "gradient_checkpointing"]
-MONITOR_FIELDS = ["eval_every", "save_every", "keep_checkpoints", "logging_every", "run_name"]
+# What most people change, in view; the rest behind "Advanced", where the presets' values are a good start.
+MAIN_FIELDS = ["epochs", "max_steps", "learning_rate", "batch_size", "max_seq_length", "method", "run_name"]
+OPTIMISER_FIELDS = ["lr_scheduler", "warmup_ratio", "gradient_accumulation", "packing", "weight_decay", "seed"]
+LORA_FIELDS = ["lora_rank", "lora_alpha", "lora_dropout", "target_modules", "gradient_checkpointing"]
+MONITOR_FIELDS = ["eval_every", "save_every", "keep_checkpoints", "logging_every"]
 
 
 def command_for(config: RunConfig) -> tuple[str, str]:
@@ -42,18 +43,26 @@ def build_settings_tab(ctx: UIContext) -> None:
                       info="Quick test: a few minutes to see it work. Balanced: a real run. Thorough: more epochs "
                            "and capacity.")
     preset_note = gr.Markdown(elem_id="preset-note")
+    def fields(names: list[str]) -> None:
+        for name in names:
+            ctx.fields[name] = config_component(name, getattr(defaults, name))
+
     with gr.Row():
         with gr.Column():
-            gr.Markdown("#### Training")
-            for name in TRAINING_FIELDS:
-                ctx.fields[name] = config_component(name, getattr(defaults, name))
+            fields(MAIN_FIELDS[:4])
         with gr.Column():
-            gr.Markdown("#### Method (LoRA)")
-            for name in METHOD_FIELDS:
-                ctx.fields[name] = config_component(name, getattr(defaults, name))
-            gr.Markdown("#### Monitoring and checkpoints")
-            for name in MONITOR_FIELDS:
-                ctx.fields[name] = config_component(name, getattr(defaults, name))
+            fields(MAIN_FIELDS[4:])
+    with gr.Accordion("Advanced: schedule, LoRA, validation and checkpoints (the preset's values are a good start)",
+                      open=False, elem_id="advanced-settings"):
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("#### Optimiser and batches")
+                fields(OPTIMISER_FIELDS)
+            with gr.Column():
+                gr.Markdown("#### LoRA")
+                fields(LORA_FIELDS)
+                gr.Markdown("#### Validation and checkpoints")
+                fields(MONITOR_FIELDS)
 
     preset_fields = sorted({k for values in PRESETS.values() for k in values})
 
@@ -102,6 +111,6 @@ def build_settings_tab(ctx: UIContext) -> None:
         except Exception as err:  # noqa: BLE001
             return f"**Check this field:** {user_message(err)}"
 
-    for name in TRAINING_FIELDS + METHOD_FIELDS:
+    for name in MAIN_FIELDS + OPTIMISER_FIELDS + LORA_FIELDS + MONITOR_FIELDS:
         ctx.fields[name].change(note, [preset] + [ctx.fields[n] for n in names], preset_note, api_visibility="private")
     ctx.extra["preset"] = preset

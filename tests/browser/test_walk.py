@@ -88,6 +88,12 @@ def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, sho
     max_steps.press("Tab")
     expect(page.locator("#preset-note")).to_contain_text("Max steps 40 (preset: 30)")
     ui.screenshot(page, shots_dir, "3-settings")
+    # The less common settings wait behind "Advanced", holding the preset's values.
+    lora_rank = page.locator("#field-lora_rank input")
+    expect(lora_rank).to_be_hidden()
+    page.get_by_text(re.compile("^Advanced: schedule, LoRA")).click()
+    expect(lora_rank).to_be_visible()
+    expect(lora_rank).to_have_value("8")
 
     # 4. Train: start, watch the loss plot fill, see it finish.
     ui.open_tab(page, "train")
