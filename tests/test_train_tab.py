@@ -76,3 +76,26 @@ def test_a_reload_refills_the_form_only_while_a_run_is_live(runs_dir):
     assert all(v == gr.skip() for v in settings_of_live_run(runs_dir, names))
     make_run(runs_dir, "live", "running", [], pid=os.getpid())
     assert settings_of_live_run(runs_dir, names) == [7, RunConfig().learning_rate]
+
+
+def test_starting_a_run_on_a_gpu_frees_the_chat_models(monkeypatch):
+    import torch
+
+    from studio import models
+    from studio.ui import chat_tab
+
+    class Loaded:
+        stopped = False
+
+        def stop(self):
+            self.stopped = True
+
+    loaded = Loaded()
+    monkeypatch.setitem(chat_tab._sessions, ("some-model", ""), loaded)
+    monkeypatch.setattr(models, "cuda_available", lambda: False)
+    chat_tab.release_gpu_sessions()
+    assert ("some-model", "") in chat_tab._sessions  # on a CPU the chat keeps its model
+    monkeypatch.setattr(models, "cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    chat_tab.release_gpu_sessions()
+    assert not chat_tab._sessions and loaded.stopped

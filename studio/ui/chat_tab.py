@@ -77,6 +77,23 @@ def get_session(runs_dir: Path, run_id: str | None, default_model: str) -> ChatS
         return session
 
 
+def release_gpu_sessions() -> None:
+    """Drop the loaded chat models when they sit on the GPU: a run about to start needs that memory (a 16-bit 7B
+    chat model holds about 15 GB). On a CPU they stay: the run and the chat share RAM well enough."""
+    if not models.cuda_available():
+        return
+    import gc
+
+    import torch
+
+    with _load_lock:
+        for session in _sessions.values():
+            session.stop()
+        _sessions.clear()
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 def stop_event_for(request: gr.Request | None) -> threading.Event:
     """A fresh stop flag for this browser session's next generation."""
     key = getattr(request, "session_hash", None) or "default"
@@ -367,6 +384,7 @@ def build_chat_tab(ctx: UIContext) -> None:
     merge_btn.click(merge, run_select, export_status, api_name="export_merged")
     push_btn.click(push, [run_select, repo_id], export_status, api_name="push_to_hub")
     ctx.extra["chat_run_select"] = run_select  # another tab can preselect a run here
+    ctx.extra.setdefault("before_start", []).append(release_gpu_sessions)
     # Finished runs appear when the tab is opened (and on page load), not only on refresh.
     from gradio.context import Context
 

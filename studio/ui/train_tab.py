@@ -240,6 +240,8 @@ def build_train_tab(ctx: UIContext) -> None:
             models.load_tokenizer(config.model, config.trust_remote_code)  # unknown id, offline: said now
             train_rows, _ = data.load_for_config(config)  # bad data: said now, before a process starts
             config.check_data_size(len(train_rows))
+            for prepare in ctx.extra.get("before_start", []):  # e.g. the Chat tab frees the GPU
+                prepare()
             run_dir = jobs.start_run(config, runs_dir)
         except Exception as err:  # noqa: BLE001
             return f"**Cannot start:** {user_message(err)}", gr.update()
