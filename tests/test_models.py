@@ -5,7 +5,7 @@ import time
 import pytest
 
 from studio import models
-from studio.config import TINY_TEST_MODEL, RunConfig
+from studio.config import BUNDLED_MODEL, TINY_TEST_MODEL, RunConfig
 from studio.errors import ConfigError, ModelError
 
 
@@ -71,3 +71,20 @@ def test_run_estimate_counts_steps_and_tokens(tiny_data, monkeypatch):
     assert result.steps == 8  # 16 training rows / 4 per step x 2 epochs
     assert result.tokens > 0 and result.seconds > 0 and result.fit == "fits"
     assert "calibrated" in result.basis and "steps" in result.summary()
+
+
+def test_the_tokenizer_files_alone_are_enough_for_the_test_models(tmp_path, monkeypatch):
+    # A GPU machine without the bundled package gets only the tokenizer files: the tiny test model still builds.
+    import shutil
+
+    source = models.bundled_model_dir()
+    target = tmp_path / "cache" / "SmolLM2-135M-Instruct"
+    target.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (source / name).exists():
+            shutil.copy(source / name, target / name)
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(models, "bundled_model_dir", lambda: pytest.fail("needed the bundled weights"))
+    tokenizer = models.load_tokenizer(BUNDLED_MODEL)
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False).count("<|im_start|>") >= 2
+    assert (models.tiny_test_model_dir() / "config.json").is_file()
