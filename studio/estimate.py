@@ -75,9 +75,10 @@ def measured_speed(model: str, method: str) -> float | None:
 @lru_cache(maxsize=16)
 def _model_shape(model: str) -> tuple[float, int, int]:
     """(parameters, hidden size, layers) from the model's config, without loading weights."""
-    from transformers import AutoConfig
-
     from . import models
+
+    models.ensure_transformers_imported()
+    from transformers import AutoConfig
 
     source = models.resolve_model_source(model)
     config = AutoConfig.from_pretrained(source, **models.hub_kwargs(source))

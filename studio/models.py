@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,17 @@ BUNDLED_PARAMS_B = 0.135
 
 
 # --- where things live -----------------------------------------------------------------
+_first_import = threading.Lock()
+
+
+def ensure_transformers_imported() -> None:
+    """Import transformers' main classes once, under a lock. A page load fires several handlers at once, and two
+    threads importing transformers for the first time together can get "cannot import name 'AutoTokenizer'" (its
+    lazy module is not thread-safe). Every path the UI reaches calls this before its own transformers import."""
+    with _first_import:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+
 def cache_dir() -> Path:
     """Studio's cache: STUDIO_CACHE, else ~/.cache/studio."""
     path = Path(os.environ.get("STUDIO_CACHE") or Path.home() / ".cache" / "studio")
@@ -81,6 +93,7 @@ def bundled_model_dir() -> Path:
         return target
     source = bundled_package_dir()
     log.info("Converting the bundled GGUF model to safetensors in %s (once)", target)
+    ensure_transformers_imported()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=BUNDLED_GGUF)
@@ -216,6 +229,7 @@ def hub_error(name: str, err: Exception) -> ModelError:
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
+    ensure_transformers_imported()
     from transformers import AutoTokenizer
 
     source = str(bundled_tokenizer_dir()) if name == BUNDLED_MODEL else resolve_model_source(name)
@@ -312,6 +326,7 @@ def lora_config(config: RunConfig):
 def load_base_model(name: str, method: str = "lora32", trust_remote_code: bool = False):
     """Load the base model for training or chat: 4-bit (qlora), 16-bit (lora16) or fp32 (lora32)."""
     import torch
+    ensure_transformers_imported()
     from transformers import AutoModelForCausalLM
 
     source = resolve_model_source(name)

@@ -388,10 +388,21 @@ def build_chat_tab(ctx: UIContext) -> None:
     # Finished runs appear when the tab is opened (and on page load), not only on refresh.
     from gradio.context import Context
 
+    newest_seen = gr.State(None)  # the newest finished run this page has offered so far
+
+    def follow_newest(current, seen):
+        """Opening the tab: a run that finished since this page last looked is the one to try; otherwise the
+        selection stays (the user may have picked an older run on purpose)."""
+        ids = [s.run_id for s in jobs.finished_runs(runs_dir)]
+        newest = ids[0] if ids else None
+        return refresh_runs(newest if newest and newest != seen else current), newest
+
     if isinstance(Context.block, gr.Tab):
-        Context.block.select(refresh_runs, run_select, run_select, api_visibility="private")
+        Context.block.select(follow_newest, [run_select, newest_seen], [run_select, newest_seen],
+                             api_visibility="private")
     if Context.root_block is not None:
-        Context.root_block.load(refresh_runs, run_select, run_select, api_visibility="private")
+        Context.root_block.load(follow_newest, [run_select, newest_seen], [run_select, newest_seen],
+                                api_visibility="private")
 
 
 def _need_run(runs_dir: Path, run_id: str | None) -> Path:

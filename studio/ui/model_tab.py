@@ -30,6 +30,7 @@ def catalog_table(method: str, seq_len: int, batch_size: int) -> pd.DataFrame:
 def describe_model(name: str, trust_remote_code: bool) -> str:
     """Architecture, size and chat template, from the config and tokenizer only (no weights)."""
     try:
+        models.ensure_transformers_imported()
         from transformers import AutoConfig
 
         source = models.resolve_model_source(name)

@@ -78,7 +78,7 @@ def status_markdown(run_dir, status: dict, history) -> str:
              "stopped": "⏹️ stopped", "failed": "❌ failed"}.get(state, state)
     last = history.last_log
     lines = [f"**Run {run_dir.name}** - {badge}"]
-    if history.train_steps or state not in ("starting", "failed"):  # no row of zeros before the first step
+    if history.train_steps or state in ("finished", "stopped"):  # no row of zeros before the first step
         lines += [f"<div class='progress'><div style='width:{pct:.1f}%'></div></div>",
                   f"Step **{step} / {total}** ({pct:.0f}%)"
                   f" · epoch {float(status.get('epoch') or last.get('epoch') or 0):.2f}"
@@ -92,6 +92,8 @@ def status_markdown(run_dir, status: dict, history) -> str:
             f" · best validation loss **{history.best_eval_loss:.4f}**" if history.eval_loss else ""))
     elif history.eval_loss:
         lines.append(f"Validation loss before training **{history.eval_loss[0]:.4f}**")
+    if state == "running" and not history.train_steps:
+        lines.append("\nRunning the first training steps...")
     if state == "starting":
         lines.append(f"\n{status.get('message') or 'Loading the model and the data'}...")
     if state == "failed":
@@ -218,7 +220,8 @@ def build_train_tab(ctx: UIContext) -> None:
                                          choices=run_choices(runs_dir))
             compare_btn = gr.Button("Compare")
         compare_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss of the selected runs", height=300)
-        compare_table = gr.Dataframe(label="Settings that differ", interactive=False)
+        compare_table = gr.Dataframe(value=pd.DataFrame(columns=["Setting"]), label="Settings that differ",
+                                     interactive=False)
         with gr.Row():
             delete_confirm = gr.Checkbox(label="Yes, delete the run shown above and its files", value=False)
             delete_btn = gr.Button("Delete run", variant="stop")
@@ -309,7 +312,8 @@ def build_train_tab(ctx: UIContext) -> None:
                       api_visibility="private")
     outputs = [status, loss_plot, lr_plot, log_box]
     seen = gr.State(None)  # what this page last drew: see on_tick
-    run_select.change(on_select, run_select, [*outputs, table, seen], api_visibility="private")
+    run_select.change(on_select, run_select, [*outputs, table, seen], show_progress="hidden",
+                      api_visibility="private")
     timer = gr.Timer(POLL_S)
     timer.tick(on_tick, [run_select, seen], [*outputs, table, seen], show_progress="hidden",
                api_visibility="private")
