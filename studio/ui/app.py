@@ -128,8 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Public link requested: log in as user 'studio' with password {generated}", flush=True)
     app = build_app(Path(args.runs_dir), test_models=args.test_models)
     app.queue(default_concurrency_limit=4)
+    # quiet: Gradio's own start-up lines tell people to edit launch() for a public link; ours name the flag.
     app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=credentials,
-               max_file_size=UPLOAD_LIMIT, css=CSS, show_error=False, footer_links=[])
+               max_file_size=UPLOAD_LIMIT, css=CSS, show_error=False, footer_links=[], quiet=True,
+               prevent_thread_lock=True)
+    print(f"Studio is running: open {app.local_url} in your browser (Ctrl+C stops it).", flush=True)
+    if app.share_url:
+        print(f"Public link for colleagues: {app.share_url} (they log in first).", flush=True)
+    elif args.share:
+        print("The public link could not be created (no internet connection?); the local address works.", flush=True)
+    else:
+        print("Only this machine can open it; `--share` makes a link colleagues can open, behind a login.",
+              flush=True)
+    app.block_thread()
     return 0
 
 
