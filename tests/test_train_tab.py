@@ -99,3 +99,29 @@ def test_starting_a_run_on_a_gpu_frees_the_chat_models(monkeypatch):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     chat_tab.release_gpu_sessions()
     assert not chat_tab._sessions and loaded.stopped
+
+
+def test_the_poll_redraws_only_what_changed(runs_dir, tmp_path):
+    from studio.ui.common import UIContext
+
+    ctx = UIContext(runs_dir=runs_dir, uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
+                    default_model="tiny-test")
+    with gr.Blocks() as app:
+        train_tab.build_train_tab(ctx)
+    on_tick = next(f.fn for f in app.fns.values() if f.name == "on_tick")
+    run_dir = make_run(runs_dir, "live", "running", [("start", {"total_steps": 9})], pid=os.getpid())
+    *drawn, table, seen = on_tick("live", None)
+    assert "running" in drawn[0] and table == gr.skip()
+    *drawn, table, again = on_tick("live", seen)
+    assert all(d == gr.skip() for d in drawn) and table == gr.skip()  # nothing new on disk: nothing sent
+    with open(run_dir / "events.jsonl", "a") as f:
+        f.write('{"type": "log", "step": 1, "loss": 2.0}\n')
+    *drawn, table, seen = on_tick("live", seen)
+    assert "Step **1 / 9**" in drawn[0] and table == gr.skip()  # the table waits for its 10 s
+    with open(run_dir / "events.jsonl", "a") as f:
+        f.write('{"type": "log", "step": 2, "loss": 1.5}\n')
+    *drawn, table, seen = on_tick("live", {**seen, "table_at": 0})
+    assert list(table["Run"]) == ["live"]
+    write_status(run_dir, status="finished", step=2, total_steps=9)
+    *drawn, table, seen = on_tick("live", seen)
+    assert "finished" in drawn[0] and list(table["Status"]) == ["finished"]  # the status changed: table now

@@ -17,6 +17,7 @@ from ..events import EVENTS_FILE, LIVE, STATUS_FILE, read_events, replay, smooth
 from .common import UIContext, config_from_values, user_message
 
 POLL_S = 1.0
+TABLE_EVERY_S = 10.0
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -284,14 +285,18 @@ def build_train_tab(ctx: UIContext) -> None:
 
     def on_tick(run_id, seen):
         """Redraw only when the run's files changed since this page last drew them (`seen`), so an idle or
-        finished run costs nothing per tick; the history table follows when the run's status changes."""
+        finished run costs nothing per tick. The history table follows when the run's status changes, and every
+        TABLE_EVERY_S while it trains (redrawn each second, it would fight the user scrolling it)."""
         key = files_key(runs_dir, run_id)
         if seen and seen.get("key") == key:
             return (*(gr.skip() for _ in outputs), gr.skip(), seen)
         drawn = refresh(runs_dir, run_id)
         state = _status_word(runs_dir, run_id)
-        table_update = history_table(runs_dir) if seen and seen.get("state") != state else gr.skip()
-        return (*drawn, table_update, {"key": key, "state": state})
+        now = time.time()
+        table_due = seen and (seen.get("state") != state or now - seen.get("table_at", 0) >= TABLE_EVERY_S)
+        table_at = now if table_due or not seen else seen.get("table_at", now)
+        return (*drawn, history_table(runs_dir) if table_due else gr.skip(),
+                {"key": key, "state": state, "table_at": table_at})
 
     def on_select(run_id):
         return on_tick(run_id, None)
