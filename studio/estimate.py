@@ -139,9 +139,10 @@ def estimate_run(config: RunConfig) -> Estimate:
     seconds = overhead + tokens / max(speed, 1e-9)
     if config.validation_fraction > 0 or config.validation_path:
         # Each validation pass is forward only (about a third of a training step's cost per token); there is
-        # one before training, one every eval_every steps and one at the end.
+        # one before training, one every eval_every steps, and one at the end unless that was an eval step.
         val_tokens = tokens_per_epoch / max(rows, 1) * max(1.0, rows * config.validation_fraction)
-        passes = 2 + (steps // config.eval_every if config.eval_every else 0)
+        every = config.eval_every or steps
+        passes = 1 + steps // every + (1 if steps % every else 0)
         seconds += passes * val_tokens / (3 * max(speed, 1e-9))
 
     # Packed: one row of batch_size examples laid end to end; padded: batch_size rows of the longest.

@@ -100,7 +100,8 @@ class RunHistory:
 
     @property
     def best_eval_loss(self) -> float | None:
-        return min(self.eval_loss) if self.eval_loss else None
+        """The lowest validation loss the adapter reached: step 0 (the untouched model) does not count."""
+        return min((loss for step, loss in zip(self.eval_steps, self.eval_loss) if step > 0), default=None)
 
 
 def replay(events: list[dict]) -> RunHistory:

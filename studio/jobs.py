@@ -130,12 +130,17 @@ def active_run(runs_dir: Path) -> Path | None:
     return None
 
 
-def start_run(config: RunConfig, runs_dir: Path, run_id: str | None = None) -> Path:
-    """Start a worker process for config and return its run folder; refuses a second live run."""
+def ensure_none_training(runs_dir: Path) -> None:
+    """One run at a time per machine: a second start is refused with one sentence."""
     busy = active_run(runs_dir)
     if busy is not None:
         raise RunBusyError(f"Run {busy.name} is still training: wait for it to finish or stop it first "
                            f"(one run at a time per machine).")
+
+
+def start_run(config: RunConfig, runs_dir: Path, run_id: str | None = None) -> Path:
+    """Start a worker process for config and return its run folder; refuses a second live run."""
+    ensure_none_training(runs_dir)
     run_dir = create_run_dir(config, runs_dir, run_id)
     _spawn(run_dir, ["--resume", str(run_dir)], config_path=run_dir / CONFIG_FILE, fresh=True)
     return run_dir

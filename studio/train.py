@@ -147,7 +147,10 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
         write_status(run_dir, status="starting", message="Measuring the validation loss before training",
                      pid=os.getpid())
         trainer.evaluate()  # its on_log writes the step-0 "eval" event
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if (run_dir / STOP_FILE).exists():
+        log.info("stop requested before the first step")  # pressed during the evaluation above: no training
+    else:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     stopped = (run_dir / STOP_FILE).exists()
     evaluated = replay(read_events(run_dir)).eval_steps

@@ -45,3 +45,10 @@ def test_events_read_back_from_a_fresh_process(tmp_path):
 def test_smooth_starts_at_first_value_and_follows():
     values = smooth([4.0, 2.0, 2.0, 2.0], 0.5)
     assert values[0] == 4.0 and 2.0 < values[-1] < values[1]
+
+
+def test_best_validation_loss_is_what_the_adapter_reached_not_the_untouched_model():
+    history = replay([{"type": "eval", "step": 0, "eval_loss": 2.0}, {"type": "eval", "step": 10, "eval_loss": 2.4},
+                      {"type": "eval", "step": 20, "eval_loss": 2.6}])
+    assert history.best_eval_loss == 2.4
+    assert replay([{"type": "eval", "step": 0, "eval_loss": 2.0}]).best_eval_loss is None

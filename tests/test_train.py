@@ -36,7 +36,8 @@ def test_run_writes_adapter_events_and_loss_falls(tiny_data, tmp_path):
     history = replay(events)
     assert history.train_steps == list(range(1, 31))
     assert all(e["learning_rate"] is not None for e in events if e["type"] == "log")
-    assert history.eval_steps[:4] == [0, 10, 20, 30]
+    # One evaluation per point: the Trainer's at the last step is the final one, not repeated after training.
+    assert [e["step"] for e in events if e["type"] == "eval"] == [0, 10, 20, 30]
     # The rows repeat five memorised answers: the loss must fall a lot.
     first, last = sum(history.train_loss[:3]) / 3, sum(history.train_loss[-3:]) / 3
     assert last < 0.6 * first, history.train_loss
@@ -45,8 +46,35 @@ def test_run_writes_adapter_events_and_loss_falls(tiny_data, tmp_path):
 
 
 def test_padded_batches_train_too(tiny_data, tmp_path):
-    status = train.run(tiny_config(tiny_data, packing=False, max_steps=4, eval_every=0), tmp_path / "run")
+    run_dir = tmp_path / "run"
+    status = train.run(tiny_config(tiny_data, packing=False, max_steps=4, eval_every=0), run_dir)
     assert status == "finished"
+    # Validation every 0 steps: measured before training and once at the end.
+    assert [e["step"] for e in read_events(run_dir) if e["type"] == "eval"] == [0, 4]
+
+
+def test_the_last_step_is_evaluated_once_when_the_interval_does_not_divide_it(tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    assert train.run(tiny_config(tiny_data, max_steps=5, eval_every=3), run_dir) == "finished"
+    assert [e["step"] for e in read_events(run_dir) if e["type"] == "eval"] == [0, 3, 5]
+
+
+def test_stop_during_the_first_evaluation_trains_nothing(tiny_data, tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    run_dir = tmp_path / "run"
+    evaluate = Trainer.evaluate
+
+    def evaluate_then_stop(self, *args, **kwargs):  # the user presses Stop while the step-0 loss is measured
+        metrics = evaluate(self, *args, **kwargs)
+        (run_dir / "STOP").touch()
+        return metrics
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate_then_stop)
+    assert train.run(tiny_config(tiny_data, max_steps=5), run_dir) == "stopped"
+    history = replay(read_events(run_dir))
+    assert history.train_steps == [] and history.eval_steps == [0] and history.end["step"] == 0
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
 
 
 def test_qlora_without_cuda_fails_with_the_fix(tiny_data, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import gradio as gr
 import pytest
@@ -125,3 +126,29 @@ def test_the_poll_redraws_only_what_changed(runs_dir, tmp_path):
     write_status(run_dir, status="finished", step=2, total_steps=9)
     *drawn, table, seen = on_tick("live", seen)
     assert "finished" in drawn[0] and list(table["Status"]) == ["finished"]  # the status changed: table now
+
+
+def test_chat_keeps_base_only_when_chosen_and_follows_a_newly_finished_run(runs_dir, tmp_path):
+    from studio.ui.chat_tab import NO_RUN, build_chat_tab
+    from studio.ui.common import UIContext
+
+    def finished(run_id):
+        run_dir = make_run(runs_dir, run_id, "finished", [])
+        (run_dir / "adapter").mkdir()
+        (run_dir / "adapter" / "adapter_config.json").write_text("{}")
+        os.utime(run_dir, (time.time() + len(os.listdir(runs_dir)),) * 2)  # newest by modification time
+
+    ctx = UIContext(runs_dir=runs_dir, uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
+                    default_model="tiny-test")
+    with gr.Blocks() as app, gr.Tab("5. Chat"):
+        build_chat_tab(ctx)
+    handlers = {f.name: f.fn for f in app.fns.values()}
+    follow_newest = handlers["follow_newest"]
+    finished("older")
+    picked, seen = follow_newest(None, None)  # a fresh page: the newest finished run
+    assert picked.value == "older" and seen == "older"
+    picked, seen = follow_newest(NO_RUN, seen)  # the user chose the base model alone: it stays
+    assert picked.value == NO_RUN
+    finished("newer")
+    picked, seen = follow_newest("older", seen)  # a run finished since: it is the one to try
+    assert picked.value == "newer" and seen == "newer"

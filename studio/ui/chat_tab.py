@@ -255,7 +255,7 @@ def build_chat_tab(ctx: UIContext) -> None:
         choices = run_choices(runs_dir)
         ids = [v for _, v in choices if v != NO_RUN]  # newest first
         # Fresh from the Train tab ("open the Chat tab"), the run just trained is the one to try.
-        value = current if current in ids else (ids[0] if ids else NO_RUN)
+        value = current if current == NO_RUN or current in ids else (ids[0] if ids else NO_RUN)
         return gr.Dropdown(choices=choices, value=value)
 
     def list_runs() -> list[dict]:

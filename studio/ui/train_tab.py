@@ -79,7 +79,7 @@ def status_markdown(run_dir, status: dict, history) -> str:
              "stopped": "⏹️ stopped", "failed": "❌ failed"}.get(state, state)
     last = history.last_log
     lines = [f"**Run {run_dir.name}** - {badge}"]
-    if history.train_steps or state in ("finished", "stopped"):  # no row of zeros before the first step
+    if step > 0 or state in ("finished", "stopped"):  # no row of zeros before the first step
         lines += [f"<div class='progress'><div style='width:{pct:.1f}%'></div></div>",
                   f"Step **{step} / {total}** ({pct:.0f}%)"
                   f" · epoch {float(status.get('epoch') or last.get('epoch') or 0):.2f}"
@@ -90,10 +90,10 @@ def status_markdown(run_dir, status: dict, history) -> str:
                   f"{METHOD_LABELS.get(history.start.get('method'), history.start.get('method', '-'))}"]
     if history.train_loss:
         lines.append(f"Train loss **{history.train_loss[-1]:.4f}**" + (
-            f" · best validation loss **{history.best_eval_loss:.4f}**" if history.eval_loss else ""))
+            f" · best validation loss **{history.best_eval_loss:.4f}**" if history.best_eval_loss is not None else ""))
     elif history.eval_loss:
         lines.append(f"Validation loss before training **{history.eval_loss[0]:.4f}**")
-    if state == "running" and not history.train_steps:
+    if state == "running" and step == 0:
         lines.append("\nRunning the first training steps...")
     if state == "starting":
         lines.append(f"\n{status.get('message') or 'Loading the model and the data'}...")
@@ -244,6 +244,7 @@ def build_train_tab(ctx: UIContext) -> None:
             models.load_tokenizer(config.model, config.trust_remote_code)  # unknown id, offline: said now
             train_rows, _ = data.load_for_config(config)  # bad data: said now, before a process starts
             config.check_data_size(len(train_rows))
+            jobs.ensure_none_training(runs_dir)  # before the hooks below free anything for nothing
             for prepare in ctx.extra.get("before_start", []):  # e.g. the Chat tab frees the GPU
                 prepare()
             run_dir = jobs.start_run(config, runs_dir)
