@@ -6,6 +6,7 @@ context (no cookies, no storage) and page.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -60,6 +61,17 @@ class ConsoleLog:
 
     def on_pageerror(self, error) -> None:
         self.errors.append(f"pageerror: {error}")
+
+    @contextlib.contextmanager
+    def reloading(self, page):
+        """A reload cuts the old page's open event streams (the 1 s poll is nearly always in flight), and Gradio's
+        client reports that as "AbortError" / "Connection errored out". Those two, and only while the page
+        reloads, are the browser leaving, not the app failing."""
+        start = len(self.errors)
+        yield
+        page.wait_for_timeout(500)  # late reports of the old page's streams
+        cut = ("AbortError: signal is aborted", "Connection errored out")
+        self.errors[start:] = [e for e in self.errors[start:] if not any(c in e for c in cut)]
 
     def app_errors(self) -> list[str]:
         return [e for e in self.errors if not any(h in e for h in HARMLESS_CONSOLE)]

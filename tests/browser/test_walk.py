@@ -171,7 +171,8 @@ def test_reload_mid_run_keeps_the_run_live_and_stop_stops_it(page, console, tmp_
     before = ui.wait_for_points(page, 2)
 
     # A reload is a new page: it must find the same run, still training, with its curve so far.
-    page.reload()
+    with console.reloading(page):
+        page.reload()
     page.locator("#model-choice").wait_for()
     ui.open_tab(page, "train")
     run_status = page.locator("#run-status")
