@@ -152,3 +152,13 @@ def test_chat_keeps_base_only_when_chosen_and_follows_a_newly_finished_run(runs_
     finished("newer")
     picked, seen = follow_newest("older", seen)  # a run finished since: it is the one to try
     assert picked.value == "newer" and seen == "newer"
+
+
+def test_chat_names_the_base_and_tuned_validation_loss_of_the_run(runs_dir):
+    from studio.ui.chat_tab import describe
+
+    make_run(runs_dir, "r5", "finished", [("eval", {"step": 0, "eval_loss": 3.99}), ("start", {"total_steps": 20}),
+                                          ("eval", {"step": 10, "eval_loss": 3.5}),
+                                          ("eval", {"step": 20, "eval_loss": 3.561})])
+    text = describe(runs_dir, "r5", "tiny-test")
+    assert "validation loss 3.990 for the base model and 3.561 fine-tuned" in text

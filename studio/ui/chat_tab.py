@@ -32,7 +32,7 @@ from ..chat import (
 )
 from ..config import RunConfig
 from ..errors import UserError
-from ..events import ADAPTER_DIR, CONFIG_FILE
+from ..events import ADAPTER_DIR, CONFIG_FILE, read_events, replay
 from .common import UIContext, user_message
 
 NO_RUN = "(no run: base model only)"
@@ -164,8 +164,14 @@ def describe(runs_dir: Path, run_id: str | None, default_model: str) -> str:
     if run_dir is None:
         return f"Chatting with the base model **{default_model}** alone. Pick a finished run to compare."
     s = jobs.summarize(run_dir)
-    best = f", best validation loss {s.best_eval_loss:.3f}" if s.best_eval_loss is not None else ""
-    return f"Run **{s.run_id}**: {s.model} + LoRA adapter, {s.status} at step {s.step}{best}."
+    history = replay(read_events(run_dir))
+    loss = ""
+    if len(history.eval_steps) >= 2 and history.eval_steps[0] == 0:  # measured on the base model, then tuned
+        loss = (f", validation loss {history.eval_loss[0]:.3f} for the base model and {history.eval_loss[-1]:.3f} "
+                f"fine-tuned")
+    elif s.best_eval_loss is not None:
+        loss = f", best validation loss {s.best_eval_loss:.3f}"
+    return f"Run **{s.run_id}**: {s.model} + LoRA adapter, {s.status} at step {s.step}{loss}."
 
 
 # --- the tab ----------------------------------------------------------------------------------

@@ -118,8 +118,8 @@ def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, sho
     # 5. Chat: pick the run, ask, see the base and the fine-tuned answer.
     ui.open_tab(page, "chat")
     ui.pick(page, page.get_by_label("Run", exact=True), re.compile(re.escape(run_id)))
-    expect(page.get_by_text(re.compile(rf"Run {re.escape(run_id)}: tiny-test \+ LoRA adapter"))).to_be_visible(
-        timeout=60_000)
+    run_info = rf"Run {re.escape(run_id)}: tiny-test \+ LoRA adapter.*for the base model and .* fine-tuned"
+    expect(page.get_by_text(re.compile(run_info))).to_be_visible(timeout=60_000)
     page.get_by_role("button", name="Generation settings").click()
     max_new = page.get_by_role("spinbutton", name=re.compile("Max new tokens")).first
     max_new.fill("24")
