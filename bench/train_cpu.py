@@ -162,7 +162,6 @@ def train_studio(args, index, turns, result, work: Path, name: str) -> Path:
 
     from studio import estimate, train
     from studio.config import RunConfig
-    from studio.events import read_events, replay
 
     estimate.record_speed = lambda *a, **k: None  # a turn-taking run is no measure of this machine's speed
     config = RunConfig(data_path=args.data, validation_fraction=0.0, max_steps=args.steps + args.untimed_steps,
@@ -183,18 +182,8 @@ def train_studio(args, index, turns, result, work: Path, name: str) -> Path:
         make_args = train.training_arguments
         train.training_arguments = lambda *a, **k: dataclasses.replace(
             make_args(*a, **k), train_sampling_strategy="group_by_length")
-    make_collator = train.make_collator  # count the tokens computed, as for the baseline
-    train.make_collator = lambda c, t: common.CountingCollator(make_collator(c, t), result)
-
     callback = common.turn_callback(turns, index, result, untimed_steps=args.untimed_steps)
-    status = train.run(config, work / "run", callbacks=[callback])
-    if status != "finished":
-        error = replay(read_events(work / "run")).error
-        raise RuntimeError(f"studio run {status}: {error.get('message')}")
-    log_text = (work / "run" / "worker.log").read_text()
-    result.notes += "; ".join(line.split(": ", 1)[-1] for line in log_text.splitlines()
-                              if "threads:" in line or "gradient checkpointing" in line)[-400:]
-    return work / "run" / "adapter"
+    return common.run_studio(config, work / "run", result, callback, ("threads:", "gradient checkpointing"))
 
 
 # --- data preparation: the tokenised-data cache --------------------------------------------

@@ -189,7 +189,6 @@ def train_baseline(args, index, result, work: Path) -> None:
 def train_studio(args, index, result, work: Path, name: str) -> None:
     from studio import estimate, train
     from studio.config import RunConfig
-    from studio.events import read_events, replay
 
     estimate.record_speed = lambda *a, **k: None
     config = RunConfig(model=args.model_folder, data_path=args.data_file, validation_fraction=0.0, method="qlora",
@@ -202,16 +201,8 @@ def train_studio(args, index, result, work: Path, name: str) -> None:
         train.VARLEN_ATTENTION = False
     if name == "studio-no-logits":
         train.TRAINED_LOGITS_ONLY = False
-    make_collator = train.make_collator
-    train.make_collator = lambda c, t: common.CountingCollator(make_collator(c, t), result)
     callback = common.turn_callback(None, index, result, untimed_steps=args.warmup_steps)
-    status = train.run(config, work / "run", callbacks=[callback])
-    if status != "finished":
-        error = replay(read_events(work / "run")).error
-        raise RuntimeError(f"studio run {status}: {error.get('message')}")
-    log_text = (work / "run" / "worker.log").read_text()
-    result.notes += "; ".join(line.split(": ", 1)[-1] for line in log_text.splitlines()
-                              if "gradient checkpointing" in line or "activations need" in line)[-400:]
+    common.run_studio(config, work / "run", result, callback, ("gradient checkpointing", "activations need"))
 
 
 # --- FLOPs and report -------------------------------------------------------------------------
