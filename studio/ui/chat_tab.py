@@ -108,6 +108,12 @@ def stop_session(request: gr.Request | None) -> None:
         _stops[key].set()
 
 
+def clear_chat(request: gr.Request = None):
+    """Stop this browser session's answers and empty both columns and the message box."""
+    stop_session(request)
+    return [], [], ""
+
+
 # --- conversation helpers ---------------------------------------------------------------------
 def text_of(content) -> str:
     """A chatbot message's content as plain text (Gradio 6 passes a list of typed parts)."""
@@ -289,10 +295,6 @@ def build_chat_tab(ctx: UIContext) -> None:
                 yield base, tuned, ""
         except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
             raise gr.Error(user_message(err), print_exception=False) from None
-
-    def clear_chat(request: gr.Request = None):
-        stop_session(request)
-        return [], [], ""
 
     def batch(run_id, source_name, file, max_rows, system_prompt, same_settings, *values,
               request: gr.Request = None):

@@ -19,7 +19,7 @@ import gradio as gr
 
 from ..chat import BASE_LABEL, TUNED_LABEL, ChatSession, GenerationSettings, run_adapter_dir
 from ..errors import UserError
-from .chat_tab import chat_turn, stop_event_for, stop_session
+from .chat_tab import chat_turn, clear_chat, stop_event_for, stop_session
 from .common import user_message
 
 DEMO_USER = "demo"
@@ -64,10 +64,6 @@ def build_demo(run_dir: str | Path, session: ChatSession | None = None,
         except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
             raise gr.Error(user_message(err), print_exception=False) from None
 
-    def clear(request: gr.Request = None):
-        stop_session(request)
-        return [], [], ""
-
     with gr.Blocks(title=f"Chat - {run_dir.name}") as demo:
         gr.Markdown(f"# {run_dir.name}\nThe same message goes to the base model and to its fine-tuned version; "
                     f"compare the answers side by side.")
@@ -84,9 +80,9 @@ def build_demo(run_dir: str | Path, session: ChatSession | None = None,
         send.click(chat, inputs, outputs, api_name="chat")
         message.submit(chat, inputs, outputs, api_visibility="private")
         stop.click(stop_session, None, None, api_name="stop", queue=False)
-        clear_btn.click(clear, None, outputs, api_name="clear", queue=False)
+        clear_btn.click(clear_chat, None, outputs, api_name="clear", queue=False)
         for bot in (base_bot, tuned_bot):  # a column's own trash icon clears both columns
-            bot.clear(clear, None, outputs, api_visibility="private", queue=False)
+            bot.clear(clear_chat, None, outputs, api_visibility="private", queue=False)
     return demo
 
 
