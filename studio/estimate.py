@@ -77,11 +77,7 @@ def _model_shape(model: str) -> tuple[float, int, int]:
     """(parameters, hidden size, layers) from the model's config, without loading weights."""
     from . import models
 
-    models.ensure_transformers_imported()
-    from transformers import AutoConfig
-
-    source = models.resolve_model_source(model)
-    config = AutoConfig.from_pretrained(source, **models.hub_kwargs(source))
+    config = models.load_config(model)
     hidden, layers = config.hidden_size, config.num_hidden_layers
     inter = getattr(config, "intermediate_size", 4 * hidden)
     heads = config.num_attention_heads

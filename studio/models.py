@@ -61,7 +61,8 @@ _first_import = threading.Lock()
 def ensure_transformers_imported() -> None:
     """Import transformers' main classes once, under a lock. A page load fires several handlers at once, and two
     threads importing transformers for the first time together can get "cannot import name 'AutoTokenizer'" (its
-    lazy module is not thread-safe). Every path the UI reaches calls this before its own transformers import."""
+    lazy module is not thread-safe). The functions here that import transformers call this first, and the UI
+    reaches transformers only through them."""
     with _first_import:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
@@ -226,6 +227,18 @@ def hub_error(name: str, err: Exception) -> ModelError:
         return ModelError(f"{name} was not found on the hub: check the id, or pick a model from the list.")
     return ModelError(f"{name} could not be loaded ({type(err).__name__}): see the log for details, or pick "
                       f"another model.")
+
+
+def load_config(name: str, trust_remote_code: bool = False):
+    """The model's transformers config (shape, architecture, dtype) without its weights; one sentence on failure."""
+    ensure_transformers_imported()
+    from transformers import AutoConfig
+
+    source = resolve_model_source(name)
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **hub_kwargs(source))
+    except Exception as err:  # noqa: BLE001 - the same sentence as a failed model load
+        raise hub_error(name, err) from err
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):

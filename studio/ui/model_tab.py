@@ -30,15 +30,7 @@ def catalog_table(method: str, seq_len: int, batch_size: int) -> pd.DataFrame:
 def describe_model(name: str, trust_remote_code: bool) -> str:
     """Architecture, size and chat template, from the config and tokenizer only (no weights)."""
     try:
-        models.ensure_transformers_imported()
-        from transformers import AutoConfig
-
-        source = models.resolve_model_source(name)
-        try:
-            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code,
-                                                **models.hub_kwargs(source))
-        except Exception as err:  # noqa: BLE001 - the same sentence as a failed model load
-            raise models.hub_error(name, err) from err
+        config = models.load_config(name, trust_remote_code)
         tokenizer = models.load_tokenizer(name, trust_remote_code)
     except Exception as err:  # noqa: BLE001 - one sentence for the user
         return f"**Cannot use this model:** {user_message(err)}"
