@@ -153,8 +153,9 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     stopped = (run_dir / STOP_FILE).exists()
-    evaluated = replay(read_events(run_dir)).eval_steps
-    if val_set is not None and not stopped and (not evaluated or evaluated[-1] != trainer.state.global_step):
+    step = trainer.state.global_step
+    evaluated_now = any("eval_loss" in entry and entry.get("step") == step for entry in trainer.state.log_history)
+    if val_set is not None and not stopped and not evaluated_now:
         # The final validation loss, unless the Trainer has just measured it (its last step was an eval step).
         trainer.evaluate()  # its on_log writes the "eval" event
     adapter_dir = run_dir / ADAPTER_DIR
