@@ -103,6 +103,13 @@ class RunHistory:
         """The lowest validation loss the adapter reached: step 0 (the untouched model) does not count."""
         return min((loss for step, loss in zip(self.eval_steps, self.eval_loss) if step > 0), default=None)
 
+    @property
+    def validation_before_after(self) -> tuple[float, float] | None:
+        """(validation loss of the untouched model at step 0, the latest one), once both are measured."""
+        if len(self.eval_steps) >= 2 and self.eval_steps[0] == 0:
+            return self.eval_loss[0], self.eval_loss[-1]
+        return None
+
 
 def replay(events: list[dict]) -> RunHistory:
     """Fold the event list into curves. A resumed run repeats steps: the later value wins."""

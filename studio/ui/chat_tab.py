@@ -170,11 +170,10 @@ def describe(runs_dir: Path, run_id: str | None, default_model: str) -> str:
     if run_dir is None:
         return f"Chatting with the base model **{default_model}** alone. Pick a finished run to compare."
     s = jobs.summarize(run_dir)
-    history = replay(read_events(run_dir))
+    before_after = replay(read_events(run_dir)).validation_before_after  # step 0 is the base model
     loss = ""
-    if len(history.eval_steps) >= 2 and history.eval_steps[0] == 0:  # measured on the base model, then tuned
-        loss = (f", validation loss {history.eval_loss[0]:.3f} for the base model and {history.eval_loss[-1]:.3f} "
-                f"fine-tuned")
+    if before_after:
+        loss = f", validation loss {before_after[0]:.3f} for the base model and {before_after[1]:.3f} fine-tuned"
     elif s.best_eval_loss is not None:
         loss = f", best validation loss {s.best_eval_loss:.3f}"
     return f"Run **{s.run_id}**: {s.model} + LoRA adapter, {s.status} at step {s.step}{loss}."

@@ -102,8 +102,8 @@ def status_markdown(run_dir, status: dict, history) -> str:
         lines.append(f"\n**The run failed:** {message}")
     elif state == "finished":
         lines.append("\nDone: the adapter is saved. Open the **Chat** tab to compare it with the base model.")
-        if len(history.eval_loss) >= 2 and history.eval_steps[0] == 0:
-            before, after = history.eval_loss[0], history.eval_loss[-1]
+        if history.validation_before_after:
+            before, after = history.validation_before_after
             change = (before - after) / before if before else 0.0
             lines.append(f"Validation loss went from **{before:.3f}** before training to **{after:.3f}** "
                          f"({abs(change):.0%} {'lower' if change >= 0 else 'higher'}): "
@@ -164,13 +164,14 @@ def compare_runs(runs_dir, run_ids: list[str]):
 
 
 def files_key(runs_dir, run_id: str | None) -> tuple:
-    """Changes whenever the run's events or status change (size and modification time of both files)."""
+    """Changes whenever the run's events or status change (size and modification time of both files); the last
+    element is the run's status word (None without a run)."""
     if not run_id:
         return (None,)
     try:
         run_dir = jobs.run_path(runs_dir, run_id)
     except Exception:  # noqa: BLE001 - a bad id is drawn (as an error) by refresh
-        return (run_id,)
+        return (run_id, None)
     key: tuple = (run_id,)
     for name in (EVENTS_FILE, STATUS_FILE):
         try:
@@ -178,15 +179,13 @@ def files_key(runs_dir, run_id: str | None) -> tuple:
             key += (stat.st_size, stat.st_mtime_ns)
         except OSError:
             key += (None,)
-    # A worker killed without a word changes no file: its death shows in run_state, so the status is part of it.
-    return key + (_status_word(runs_dir, run_id),)
-
-
-def _status_word(runs_dir, run_id: str | None) -> str | None:
+    # A worker killed without a word changes no file: its death shows in run_state, so the status word is part of
+    # the key, and its last element.
     try:
-        return jobs.run_state(jobs.run_path(runs_dir, run_id)).get("status") if run_id else None
-    except Exception:  # noqa: BLE001
-        return None
+        status = jobs.run_state(run_dir).get("status")
+    except Exception:  # noqa: BLE001 - a run deleted meanwhile: refresh says so
+        status = None
+    return key + (status,)
 
 
 def build_train_tab(ctx: UIContext) -> None:
@@ -292,7 +291,7 @@ def build_train_tab(ctx: UIContext) -> None:
         if seen and seen.get("key") == key:
             return (*(gr.skip() for _ in outputs), gr.skip(), seen)
         drawn = refresh(runs_dir, run_id)
-        state = _status_word(runs_dir, run_id)
+        state = key[-1]
         now = time.time()
         table_due = seen and (seen.get("state") != state or now - seen.get("table_at", 0) >= TABLE_EVERY_S)
         table_at = now if table_due or not seen else seen.get("table_at", now)
