@@ -262,12 +262,17 @@ def build_chat_tab(ctx: UIContext) -> None:
         export_status = gr.Markdown(elem_id="export-status")
 
     # --- callbacks ------------------------------------------------------------------------
-    def refresh_runs(current):
+    def refresh_runs(current, follow_newest_since=False, seen=None):
+        """The run list again. The choice stays when it still exists; a gone or missing one becomes the newest run.
+        With follow_newest_since, a run newer than `seen` (what this page last offered) is picked instead: fresh
+        from the Train tab ("open the Chat tab"), the run just trained is the one to try."""
         choices = run_choices(runs_dir)
         ids = [v for _, v in choices if v != NO_RUN]  # newest first
-        # Fresh from the Train tab ("open the Chat tab"), the run just trained is the one to try.
-        value = current if current == NO_RUN or current in ids else (ids[0] if ids else NO_RUN)
-        return gr.Dropdown(choices=choices, value=value)
+        newest = ids[0] if ids else None
+        if follow_newest_since and newest and newest != seen:
+            current = newest
+        value = current if current == NO_RUN or current in ids else (newest or NO_RUN)
+        return gr.Dropdown(choices=choices, value=value), newest
 
     def list_runs() -> list[dict]:
         """Finished or stopped runs that can be chatted with: id, status, base model, steps, best loss."""
@@ -373,7 +378,7 @@ def build_chat_tab(ctx: UIContext) -> None:
             return f"**Error:** {user_message(err)}"
 
     # --- wiring ---------------------------------------------------------------------------
-    refresh.click(refresh_runs, run_select, run_select, api_name="refresh_runs")
+    refresh.click(lambda current: refresh_runs(current)[0], run_select, run_select, api_name="refresh_runs")
     gr.api(list_runs, api_name="list_runs")
     run_select.change(select_run, run_select, run_info, api_visibility="private")
     chat_inputs = [run_select, message, base_bot, tuned_bot, system, same, *base_values, *tuned_values]
@@ -400,9 +405,7 @@ def build_chat_tab(ctx: UIContext) -> None:
     def follow_newest(current, seen):
         """Opening the tab: a run that finished since this page last looked is the one to try; otherwise the
         selection stays (the user may have picked an older run on purpose)."""
-        ids = [s.run_id for s in jobs.finished_runs(runs_dir)]
-        newest = ids[0] if ids else None
-        return refresh_runs(newest if newest and newest != seen else current), newest
+        return refresh_runs(current, follow_newest_since=True, seen=seen)
 
     if isinstance(Context.block, gr.Tab):
         Context.block.select(follow_newest, [run_select, newest_seen], [run_select, newest_seen],
