@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,16 +103,16 @@ class RunConfig:
             meta = f.metadata
             # Coerce numbers that arrived as strings or floats from JSON / forms.
             if f.type in ("int", int) and not isinstance(value, bool):
-                try:
-                    value = int(value)
-                except (TypeError, ValueError):
-                    raise ConfigError(f"{f.name} must be a whole number, got {value!r}.") from None
+                value = _whole_number(f.name, value)
                 setattr(self, f.name, value)
             elif f.type in ("float", float):
                 try:
                     value = float(value)
                 except (TypeError, ValueError):
                     raise ConfigError(f"{f.name} must be a number, got {value!r}.") from None
+                if not math.isfinite(value):  # NaN passes every comparison with the bounds below
+                    raise ConfigError(f"{f.name} must be a finite number, got {value}: set it to a value "
+                                      f"{_range_text(meta)}.")
                 setattr(self, f.name, value)
             elif f.type in ("bool", bool):
                 if not isinstance(value, bool):
@@ -178,6 +179,38 @@ class RunConfig:
         """Fields whose values differ: {name: (mine, theirs)}."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def _whole_number(name: str, value: Any) -> int:
+    """An int field's value as an int: 8, 8.0, "8" and "8.0" are 8; 8.5 is refused, never rounded (int() would
+    silently make a rank of 8.5 an 8)."""
+    if isinstance(value, int):
+        return value
+    number = value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {value!r}.") from None
+    if isinstance(number, float) and math.isfinite(number):
+        if number.is_integer():
+            return int(number)
+        raise ConfigError(f"{name} must be a whole number, got {value!r}: use {math.floor(number)} or "
+                          f"{math.ceil(number)}.")
+    raise ConfigError(f"{name} must be a whole number, got {value!r}.")
+
+
+def _range_text(meta) -> str:
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and hi is not None:
+        return f"between {lo} and {hi}"
+    if lo is not None:
+        return f"of at least {lo}"
+    return f"of at most {hi}" if hi is not None else "such as the default"
 
 
 def field_help() -> list[tuple[str, str, Any, str]]:

@@ -8,14 +8,23 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
+from studio.data import SAMPLES_DIR
 from studio.ui.common import UIContext
 from studio.ui.data_tab import build_data_tab, histogram_svg, segments_html
 
 
 @pytest.fixture
-def tab(tmp_path):
+def gradio_uploads(tmp_path) -> Path:
+    """Stands in for gradio's upload folder: where a gr.File value lies before the tab copies it into uploads."""
+    folder = tmp_path / "gradio-uploads"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def tab(tmp_path, gradio_uploads):
     ctx = UIContext(runs_dir=tmp_path / "runs", uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
-                    default_model="tiny-test")
+                    default_model="tiny-test", upload_temp_dir=gradio_uploads)
     with gr.Blocks() as app:
         with gr.Tab("2. Data"):
             build_data_tab(ctx)
@@ -38,9 +47,9 @@ def test_fields_registered(tab):
     assert "on_length" in handlers  # the Settings tab's max_seq_length is wired after the build
 
 
-def test_upload_fills_every_output(tab, tmp_path):
+def test_upload_fills_every_output(tab, gradio_uploads):
     ctx, handlers = tab
-    source = tmp_path / "in" / "my data (1).jsonl"
+    source = gradio_uploads / "in" / "my data (1).jsonl"
     source.parent.mkdir()
     rows = [{"question": "Is <b> bold?", "answer": "Yes & no."}, {"question": "Empty?", "answer": ""}]
     source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -60,20 +69,20 @@ def test_upload_fills_every_output(tab, tmp_path):
     assert "Chat messages" in dropped[1]
 
 
-def test_bad_upload_is_one_sentence(tab, tmp_path):
+def test_bad_upload_is_one_sentence(tab, gradio_uploads):
     _, handlers = tab
-    bad = tmp_path / "sheet.csv"
+    bad = gradio_uploads / "sheet.csv"
     bad.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
     out = handlers["on_upload"](str(bad), "tiny-test", True, 128, 0.1, "")
     assert out[1].startswith("**Error:**") and "xlsx" in out[1] and "Traceback" not in out[1]
 
 
-def test_bad_upload_keeps_the_file_already_in_use(tab, tmp_path):
+def test_bad_upload_keeps_the_file_already_in_use(tab, gradio_uploads):
     _, handlers = tab
-    good = tmp_path / "good.jsonl"
+    good = gradio_uploads / "good.jsonl"
     good.write_text(json.dumps({"question": "Q?", "answer": "A."}) + "\n", encoding="utf-8")
     in_use = handlers["on_upload"](str(good), "tiny-test", True, 128, 0.0, "")[0]
-    bad = tmp_path / "notes.json"
+    bad = gradio_uploads / "notes.json"
     bad.write_text("{not json", encoding="utf-8")
     out = handlers["on_upload"](str(bad), "tiny-test", True, 128, 0.0, "", in_use)
     assert out[1].startswith("**Error:**") and "notes.json" in out[1]
@@ -81,9 +90,10 @@ def test_bad_upload_keeps_the_file_already_in_use(tab, tmp_path):
     assert all(o == gr.update() for o in (out[0], *out[2:]))  # path, preview, table... untouched
 
 
-def test_mapping_by_hand(tab, tmp_path):
-    _, handlers = tab
-    path = tmp_path / "odd.csv"
+def test_mapping_by_hand(tab):
+    ctx, handlers = tab
+    ctx.uploads_dir.mkdir()
+    path = ctx.uploads_dir / "odd.csv"
     path.write_text("a,b\nPing?,Pong.\n", encoding="utf-8")
     out = handlers["on_sample"](str(path), "tiny-test", True, 128, 0.1, "")
     assert "Action needed" in out[1] and "No usable rows" in out[3]
@@ -97,3 +107,36 @@ def test_renderers_escape_and_mark():
     svg = histogram_svg([10, 20, 600, 700], 512)
     assert svg.count("<rect") == 30 and "cut-off: 512 tokens" in svg
     assert histogram_svg([], 512) == ""
+
+
+def test_a_path_outside_the_app_folders_is_refused_by_every_handler(tab, tmp_path, gradio_uploads):
+    """The page sends the training file as a plain string; an API client can send any. Each handler that reads it
+    refuses one outside the uploads, samples and runs folders (after symlinks) in one sentence, and shows nothing
+    of it."""
+    ctx, handlers = tab
+    outside = tmp_path / "elsewhere" / "private.csv"
+    outside.parent.mkdir()
+    outside.write_text("prompt,response\nWho?,ZQXSECRET\n", encoding="utf-8")
+    ctx.uploads_dir.mkdir()
+    link = ctx.uploads_dir / "inside.csv"
+    link.symlink_to(outside)
+    refused = "is outside the app's folders: upload the file on the Data tab."
+    for path in (str(outside), str(link), "/etc/passwd", str(ctx.uploads_dir / ".." / "elsewhere" / "private.csv")):
+        outputs = [handlers["on_sample"](path, "tiny-test", True, 128, 0.1, ""),
+                   handlers["on_mapping"](path, "prompt", "response", "", "", "tiny-test", True, 128, 0.1, ""),
+                   handlers["on_view"](path, "prompt", "response", "", "", "tiny-test", True, 128),
+                   handlers["on_drop"](path, "prompt", "response", "", "", "tiny-test", True, 128, 0.1, ""),
+                   handlers["split_for"](path, "prompt", "response", "", "", 0.1, ""),
+                   handlers["on_upload"](path, "tiny-test", True, 128, 0.1, ""),
+                   handlers["on_validation"](path, 0.1, "", "", "", "", "")]
+        for out in outputs:
+            text = str(out)
+            assert refused.removesuffix("upload the file on the Data tab.") in text and "ZQXSECRET" not in text
+        assert refused in outputs[0][1] and outputs[0][0] == gr.update()  # the training file stays as it was
+    assert sorted(p.name for p in ctx.uploads_dir.iterdir()) == ["inside.csv"]  # nothing copied in
+    # A model "folder" outside the app's folders is refused too; the preview still shows the rows.
+    sample = str(sorted(SAMPLES_DIR.glob("*.jsonl"))[0])
+    out = handlers["on_sample"](sample, str(tmp_path / "elsewhere"), True, 128, 0.1, "")
+    assert "**Token lengths unavailable:** The model folder elsewhere is outside the app's folders" in out[4]
+    # The shipped sample itself was read: its rows are shown.
+    assert "Chat messages" in out[1] or "Detected" in out[1]

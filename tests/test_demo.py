@@ -123,3 +123,27 @@ def test_chat_tab_endpoints(trained_run, session, tmp_path):
             client.predict("../etc", PROMPT, [], [], "", True, *values, *values, api_name="/chat")
     finally:
         app.close()
+
+
+def test_a_run_that_finished_after_the_server_started_is_a_valid_chat_choice(trained_run, tmp_path):
+    """The README's gradio_client example, on a run that appeared after the app started: /list_runs names it, and
+    /chat takes it at once, without /refresh_runs first (the run is checked on disk when /chat is called)."""
+    import shutil
+
+    from studio.ui.app import build_app
+
+    runs_dir = tmp_path / "runs"
+    app = build_app(runs_dir, test_models=True)
+    url = _serve(app)
+    try:
+        shutil.copytree(trained_run, runs_dir / "finished-later")  # a run that finished while the app served
+        client = Client(url, verbose=False)  # as the README writes it
+        assert [r["run_id"] for r in client.predict(api_name="/list_runs")] == ["finished-later"]
+        base, tuned, box = client.predict("finished-later", PROMPT, api_name="/chat")
+        assert box == "" and _answer(tuned).startswith(ANSWER) and _answer(base) != _answer(tuned)
+        # Anything else is refused in one sentence: a run that is not on disk, an id that would leave the folder.
+        for bad, words in (("never-trained", "does not exist"), ("../etc", "not a valid run id")):
+            with pytest.raises(Exception, match=words):
+                client.predict(bad, PROMPT, api_name="/chat")
+    finally:
+        app.close()

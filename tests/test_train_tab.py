@@ -9,6 +9,7 @@ import gradio as gr
 import pytest
 
 from studio.config import RunConfig
+from studio.data import SAMPLES_DIR
 from studio.events import CONFIG_FILE, EventWriter, write_status
 from studio.ui import train_tab
 from studio.ui.app import settings_of_live_run
@@ -162,3 +163,26 @@ def test_chat_names_the_base_and_tuned_validation_loss_of_the_run(runs_dir):
                                           ("eval", {"step": 20, "eval_loss": 3.561})])
     text = describe(runs_dir, "r5", "tiny-test")
     assert "validation loss 3.990 for the base model and 3.561 fine-tuned" in text
+
+
+def test_start_and_estimate_refuse_data_outside_the_app_folders(runs_dir, tmp_path):
+    """Start trains only on a file in the uploads, samples or runs folder: the form's path comes from the client."""
+    from studio.ui.app import build_app
+
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_text('{"prompt": "Who?", "response": "ZQXSECRET"}\n' * 40, encoding="utf-8")
+    app = build_app(runs_dir, test_models=True)
+    handlers = {f.name: f for f in app.fns.values()}
+    start, estimate = handlers["on_start"], handlers["on_estimate"]
+    names = ["model" if block.elem_id == "model-choice" else block.elem_id.removeprefix("field-")
+             for block in start.inputs]
+    assert names[0] == "model" and "data_path" in names
+    values = [block.value for block in start.inputs]
+    for field_name, path in (("data_path", outside), ("validation_path", "/etc/passwd"), ("model", tmp_path)):
+        sent = list(values)
+        sent[names.index("data_path")] = str(sorted(SAMPLES_DIR.glob("*.jsonl"))[0])  # a good file by default
+        sent[names.index(field_name)] = str(path)
+        notice, _ = start.fn(*sent)
+        assert notice.startswith("**Cannot start:**") and "is outside the app's folders" in notice, notice
+        assert "is outside the app's folders" in estimate.fn(*sent)
+    assert list(runs_dir.iterdir()) == []  # no run folder, no worker

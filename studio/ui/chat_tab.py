@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from .. import jobs, models
+from .. import jobs, models, paths
 from ..chat import (
     BASE_LABEL,
     BATCH_COLUMNS,
@@ -33,7 +33,7 @@ from ..chat import (
 from ..config import RunConfig
 from ..errors import UserError
 from ..events import ADAPTER_DIR, CONFIG_FILE, read_events, replay
-from .common import UIContext, user_message
+from .common import UIContext, upload_roots, user_message
 
 NO_RUN = "(no run: base model only)"
 MAX_SESSIONS = 1  # models kept loaded in the server; one keeps memory flat when switching runs
@@ -49,9 +49,11 @@ _stops: dict[str, threading.Event] = {}  # browser session -> its stop flag
 def _run_dir(runs_dir: Path, run_id: str | None) -> Path | None:
     if not run_id or run_id == NO_RUN:
         return None
+    if not isinstance(run_id, str):  # the run box takes any value an API client sends: checked here, on disk
+        raise UserError("The run must be a run id from /list_runs: pick a finished run.")
     run_dir = jobs.run_path(Path(runs_dir), run_id)
     if not run_dir.is_dir():
-        raise UserError(f"Run {run_id} does not exist any more: press refresh and pick another.")
+        raise UserError(f"Run {run_id} does not exist: press Refresh runs (or call /list_runs) and pick another.")
     return run_dir
 
 
@@ -204,8 +206,11 @@ def build_chat_tab(ctx: UIContext) -> None:
     gr.Markdown("Send the same prompt to the model you started from and to your fine-tuned version. "
                 "Answers stream in: base first, then fine-tuned.")
     with gr.Row():
-        run_select = gr.Dropdown(run_choices(runs_dir), value=NO_RUN, label="Run", scale=4, elem_id="chat-run",
-                                 info="finished or stopped runs (they have a saved adapter)")
+        # Built with no run in it: the page and its API description are served before a login and must not name
+        # runs; the page's load event fills the list. Any finished run on disk is a valid value, for the page and
+        # for an API client that got its id from /list_runs: the handlers check the run on disk when called.
+        run_select = gr.Dropdown([(NO_RUN, NO_RUN)], value=NO_RUN, label="Run", scale=4, elem_id="chat-run",
+                                 info="finished or stopped runs (they have a saved adapter)", allow_custom_value=True)
         refresh = gr.Button("Refresh runs", scale=1, size="sm", elem_id="chat-refresh")
     run_info = gr.Markdown(describe(runs_dir, None, default_model), elem_id="chat-run-info")
     with gr.Row(equal_height=True):
@@ -218,8 +223,10 @@ def build_chat_tab(ctx: UIContext) -> None:
         stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
         clear = gr.Button("Clear", scale=1, elem_id="chat-clear")
     with gr.Accordion("Generation settings", open=False):
-        system = gr.Textbox(label="System prompt", lines=2, placeholder="Optional: instructions sent before the "
-                            "conversation to both models (for example the one used in your training data)")
+        # value="": an API client may leave it out (client.predict(run_id, message, api_name="/chat")).
+        system = gr.Textbox(value="", label="System prompt", lines=2,
+                            placeholder="Optional: instructions sent before the conversation to both models (for "
+                                        "example the one used in your training data)")
         same = gr.Checkbox(value=True, label="Same settings for both",
                            info="untick to give the fine-tuned model its own settings")
         with gr.Row():
@@ -305,7 +312,7 @@ def build_chat_tab(ctx: UIContext) -> None:
         try:
             base_settings = settings_from(values[:5], system_prompt)
             tuned_settings = base_settings if same_settings else settings_from(values[5:], system_prompt)
-            items = _batch_items(runs_dir, run_id, source_name, file)[: max(1, int(max_rows or 10))]
+            items = _batch_items(runs_dir, run_id, source_name, file, upload_roots(ctx))[: max(1, int(max_rows or 10))]
             session = get_session(runs_dir, run_id, default_model)
             stop_flag = stop_event_for(request)
             rows = []
@@ -323,7 +330,7 @@ def build_chat_tab(ctx: UIContext) -> None:
             table = pd.DataFrame(rows, columns=BATCH_COLUMNS)
             folder = Path(tempfile.mkdtemp(prefix="studio-batch-"))
             csv_path = folder / f"comparison-{run_id if run_id and run_id != NO_RUN else 'base'}.csv"
-            table.to_csv(csv_path, index=False)
+            paths.write_csv(table, csv_path)  # a cell starting with = + - @ is text, not a formula, in a spreadsheet
             done = "Stopped" if stop_flag.is_set() else "Done"
             yield (f"{done}: {len(rows)} prompts in {time.time() - started:.0f} s.", table,
                    gr.DownloadButton(value=str(csv_path), visible=True))
@@ -422,13 +429,16 @@ def _need_run(runs_dir: Path, run_id: str | None) -> Path:
     return run_dir
 
 
-def _batch_items(runs_dir: Path, run_id: str | None, source_name: str, file) -> list[tuple[list[dict], str]]:
-    """(conversation, reference answer) pairs from the chosen source."""
+def _batch_items(runs_dir: Path, run_id: str | None, source_name: str, file,
+                 roots: tuple[Path, ...]) -> list[tuple[list[dict], str]]:
+    """(conversation, reference answer) pairs from the chosen source. An uploaded prompt file must lie in `roots`
+    (gradio's upload folder or the app's folders)."""
     if source_name == SOURCES[2]:
         path = getattr(file, "name", None) or file
         if not path:
             raise UserError("Upload a prompt file first (TXT with one prompt per line, or a data file).")
-        return read_prompt_list(path)
+        return read_prompt_list(paths.check_client_path(path, roots, fix="upload the prompt file in the Batch "
+                                                                           "comparison box"))
     run_dir = _run_dir(runs_dir, run_id)
     if run_dir is None:
         raise UserError("Pick a run first, or choose 'Uploaded file' to compare prompts of your own.")

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import paths
 from ..errors import UserError
 
 log = logging.getLogger("studio.ui")
@@ -23,6 +24,40 @@ class UIContext:
     default_model: str
     fields: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # other shared components (e.g. the selected run)
+    upload_temp_dir: Path | None = None  # where gradio keeps uploads before we copy them; None = gradio's own
+
+
+# --- paths from a client: every handler that takes one goes through these (studio/paths.py) ---------------------
+def app_roots(ctx: UIContext) -> tuple[Path, ...]:
+    """The folders a path from the page or an API client may lie in: uploads, the shipped samples, the runs."""
+    return paths.app_roots(ctx.runs_dir, ctx.uploads_dir)
+
+
+def client_path(ctx: UIContext, value, fix: str = paths.UPLOAD_FIX) -> Path:
+    """A path typed or sent by a client (the training file, the validation file, a sample), checked and resolved."""
+    return paths.check_client_path(value, app_roots(ctx), fix)
+
+
+def upload_roots(ctx: UIContext) -> tuple[Path, ...]:
+    """Where a gr.File value may lie: gradio's upload folder (it accepts no other path for a File input, and we
+    check again), or the app's folders."""
+    if ctx.upload_temp_dir is not None:
+        temp = Path(ctx.upload_temp_dir)
+    else:
+        from gradio.utils import get_upload_folder
+
+        temp = Path(get_upload_folder())
+    return (temp, *app_roots(ctx))
+
+
+def uploaded_path(ctx: UIContext, file, fix: str = "upload the file again") -> Path:
+    """The path of a gr.File value (type="filepath": a string), checked to be an upload and resolved."""
+    return paths.check_client_path(getattr(file, "name", None) or file, upload_roots(ctx), fix)
+
+
+def client_config(ctx: UIContext, names: list[str], values: list):
+    """The RunConfig a form describes, with its model folder and data files checked against the app's folders."""
+    return paths.check_config_paths(config_from_values(names, values), app_roots(ctx))
 
 
 def user_message(err: Exception) -> str:

@@ -15,12 +15,14 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from .. import data
+from .. import data, paths
 from ..config import RunConfig
+from ..errors import UserError
 from ..models import load_tokenizer
-from .common import UIContext, config_component, error_markdown, user_message
+from .common import UIContext, app_roots, client_path, config_component, error_markdown, uploaded_path, user_message
 
 MAPPING_FIELDS = ("prompt_column", "response_column", "system_column", "text_column")
+VALIDATION_FIX = "upload it as the separate validation file on the Data tab"
 PREVIEW_EXAMPLES = 3
 PROBLEM_ROWS_SHOWN = 500
 DEFAULT_MAX_SEQ_LENGTH = 512
@@ -155,9 +157,13 @@ class _PlainTokenizer:
     eos_token = ""
 
 
-def model_view(report: data.DataReport, model: str, answers_only: bool, max_len: int) -> tuple[str, str, str]:
-    """(preview HTML, stats markdown, histogram SVG) for a report and a model."""
+def model_view(report: data.DataReport, model: str, answers_only: bool, max_len: int,
+               roots: tuple[Path, ...] | None = None) -> tuple[str, str, str]:
+    """(preview HTML, stats markdown, histogram SVG) for a report and a model. With `roots` (the model came from a
+    client), a model folder must lie inside them."""
     try:
+        if roots is not None:
+            model = paths.check_client_model(model, roots)
         tokenizer = cached_tokenizer(model)
     except Exception as err:  # noqa: BLE001 - shown as one sentence, the preview still works
         rows = [(row, data.render_segments(e, _PlainTokenizer(), answers_only))
@@ -253,6 +259,12 @@ def build_data_tab(ctx: UIContext) -> None:
         it: the preview stays, and the status line says which file is still used."""
         if not path:
             return blank
+        try:  # a path from the page (or any API client) must lie in the app's folders
+            path = str(client_path(ctx, path))
+            if val_path:
+                client_path(ctx, val_path, VALIDATION_FIX)
+        except UserError as err:
+            return (gr.update(), error_markdown(err), *blank[2:])
         if progress is not None:  # a large file takes seconds: the user sees what is happening
             progress(0.1, desc="Reading and checking every row...")
         try:
@@ -265,7 +277,8 @@ def build_data_tab(ctx: UIContext) -> None:
                 return (gr.update(), error_markdown(err) + kept, *blank[2:])
             return (path, error_markdown(err), pd.DataFrame(), "", "", "", problems_frame_empty(), "", "",
                     *(gr.update() for _ in mapping_boxes))
-        html_preview, stats_line, svg = model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH)
+        html_preview, stats_line, svg = model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH,
+                                                   app_roots(ctx))
         choices = _mapping_choices(report)
         boxes = [gr.update(choices=choices, value=v) for v in dataclasses.astuple(report.mapping)]  # MAPPING_FIELDS
         return (path, status_markdown(report), report.preview, html_preview, stats_line, svg, problems_frame(report),
@@ -275,7 +288,7 @@ def build_data_tab(ctx: UIContext) -> None:
         if not file:
             return blank
         try:
-            saved = data.save_upload(file, ctx.uploads_dir)
+            saved = data.save_upload(uploaded_path(ctx, file), ctx.uploads_dir)
         except Exception as err:  # noqa: BLE001
             return (gr.update(), error_markdown(err), *blank[2:])
         return show(str(saved), None, model_name, only_answers, length, frac, val_path, progress, previous)
@@ -292,8 +305,8 @@ def build_data_tab(ctx: UIContext) -> None:
         if not path:
             return "", "", ""
         try:
-            report = analyse(path, _mapping_of(prompt, response, system, text))
-            return model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH)
+            report = analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text))
+            return model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH, app_roots(ctx))
         except Exception as err:  # noqa: BLE001
             return "", error_markdown(err), ""
 
@@ -301,7 +314,7 @@ def build_data_tab(ctx: UIContext) -> None:
         if not path:
             return (*blank[:8], "Upload a file first.", *blank[9:])
         try:
-            report = analyse(path, _mapping_of(prompt, response, system, text))
+            report = analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text))
             dropped = len(report.bad_rows())
             if not dropped:
                 return (*blank[:8], "No bad rows to drop.", *blank[9:])
@@ -316,7 +329,7 @@ def build_data_tab(ctx: UIContext) -> None:
         if not file:
             return "", split_for(path, prompt, response, system, text, frac, "")
         try:
-            saved = data.save_upload(file, ctx.uploads_dir)
+            saved = data.save_upload(uploaded_path(ctx, file), ctx.uploads_dir)
             check = data.load_data(saved, _mapping_of(prompt, response, system, text))
             if not check.good_examples():
                 raise data.DataError(check.message or f"No usable rows in {saved.name}: check the file.")
@@ -328,7 +341,8 @@ def build_data_tab(ctx: UIContext) -> None:
         if not path:
             return ""
         try:
-            return split_markdown(analyse(path, _mapping_of(prompt, response, system, text)), frac, val_path)
+            return split_markdown(analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text)), frac,
+                                  val_path)
         except Exception as err:  # noqa: BLE001
             return error_markdown(err)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import pandas as pd
 
-from .. import models
+from .. import models, paths
 from ..config import BUNDLED_MODEL, RunConfig
-from .common import UIContext, config_component, user_message
+from .common import UIContext, app_roots, config_component, user_message
 
 
 def catalog_table(method: str, seq_len: int, batch_size: int) -> pd.DataFrame:
@@ -27,9 +29,12 @@ def catalog_table(method: str, seq_len: int, batch_size: int) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def describe_model(name: str, trust_remote_code: bool) -> str:
-    """Architecture, size and chat template, from the config and tokenizer only (no weights)."""
+def describe_model(name: str, trust_remote_code: bool, roots: tuple[Path, ...] | None = None) -> str:
+    """Architecture, size and chat template, from the config and tokenizer only (no weights). With `roots` (the name
+    came from a client), a model folder must lie inside them."""
     try:
+        if roots is not None:
+            name = paths.check_client_model(name, roots)
         config = models.load_config(name, trust_remote_code)
         tokenizer = models.load_tokenizer(name, trust_remote_code)
     except Exception as err:  # noqa: BLE001 - one sentence for the user
@@ -59,7 +64,8 @@ def build_model_tab(ctx: UIContext) -> None:
                 "as long as the maximum; the Train tab estimates from your actual data, which is usually less.")
     table = gr.Dataframe(value=catalog_table(defaults.method, defaults.max_seq_length, defaults.batch_size),
                          interactive=False, wrap=True, elem_id="catalog")
-    check.click(describe_model, [model, trust], info, api_visibility="private")
+    check.click(lambda name, trust_code: describe_model(name, trust_code, app_roots(ctx)), [model, trust], info,
+                api_visibility="private")
 
     def pick_row(event: gr.SelectData):
         return event.row_value[0]

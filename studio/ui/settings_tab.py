@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..config import PRESETS, RunConfig, apply_preset
-from .common import UIContext, config_component, config_from_values, field_label, user_message
+from .common import UIContext, client_config, config_component, field_label, uploaded_path, user_message
 
 # Fields shown on this tab, in the order a person thinks about them.
 # What most people change, in view; the rest behind "Advanced", where the presets' values are a good start.
@@ -86,7 +86,7 @@ def build_settings_tab(ctx: UIContext) -> None:
 
     def show_command(*values):
         try:
-            config = config_from_values(names, list(values))
+            config = client_config(ctx, names, list(values))
         except Exception as err:  # noqa: BLE001
             return f"// {user_message(err)}", "", None
         text, cmd = command_for(config)
@@ -98,7 +98,7 @@ def build_settings_tab(ctx: UIContext) -> None:
 
     def load_config(path):
         try:
-            config = RunConfig.load(path)
+            config = RunConfig.load(uploaded_path(ctx, path, fix="load a config file you saved with Show as command"))
         except Exception as err:  # noqa: BLE001
             return [gr.update() for _ in names] + [f"**Error:** {user_message(err)}"]
         return [gr.update(value=getattr(config, n)) for n in names] + [f"Loaded {Path(path).name}."]
@@ -107,7 +107,7 @@ def build_settings_tab(ctx: UIContext) -> None:
 
     def note(preset_name, *values):
         try:
-            return differences_from_preset(preset_name, config_from_values(names, list(values)))
+            return differences_from_preset(preset_name, client_config(ctx, names, list(values)))
         except Exception as err:  # noqa: BLE001
             return f"**Check this field:** {user_message(err)}"
 

@@ -14,7 +14,7 @@ import pandas as pd
 from .. import jobs
 from ..config import METHOD_LABELS
 from ..events import EVENTS_FILE, LIVE, STATUS_FILE, read_events, replay, smooth
-from .common import UIContext, config_from_values, user_message
+from .common import UIContext, client_config, user_message
 
 POLL_S = 1.0
 TABLE_EVERY_S = 10.0
@@ -136,12 +136,13 @@ def refresh(runs_dir, run_id: str | None):
 
 
 def history_table(runs_dir) -> pd.DataFrame:
+    """One row per run on disk, newest first; no rows without a runs folder (the page as built, before a login)."""
     rows = [{"Run": s.run_id, "Status": s.status, "Model": s.model, "Data": s.data, "Method": s.method,
              "Steps": f"{s.step}/{s.total_steps}",
              "Best val loss": "-" if s.best_eval_loss is None else f"{s.best_eval_loss:.4f}",
              "Duration": _fmt_time(s.duration_s),
              "Started": time.strftime("%Y-%m-%d %H:%M", time.localtime(s.started)) if s.started else "-"}
-            for s in jobs.list_runs(runs_dir)]
+            for s in (jobs.list_runs(runs_dir) if runs_dir is not None else [])]
     return pd.DataFrame(rows, columns=["Run", "Status", "Model", "Data", "Method", "Steps", "Best val loss",
                                        "Duration", "Started"])
 
@@ -202,8 +203,9 @@ def build_train_tab(ctx: UIContext) -> None:
                                "this run needs.", elem_id="estimate")
         estimate_btn = gr.Button("Check & estimate", size="sm", scale=0)
     notice = gr.Markdown(elem_id="train-notice")
-    run_select = gr.Dropdown(label="Run shown", choices=run_choices(runs_dir), value=default_run(runs_dir),
-                             elem_id="run-select", interactive=True)
+    # No run id in the page as built: with a login, the page and its API description are served before the login
+    # (GET /), and must say nothing about runs. The page's load event (after the login) fills the list and the table.
+    run_select = gr.Dropdown(label="Run shown", choices=[], value=None, elem_id="run-select", interactive=True)
     status = gr.Markdown(elem_id="run-status")
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss (train and validation)",
@@ -214,10 +216,9 @@ def build_train_tab(ctx: UIContext) -> None:
     log_box = gr.Code(label="Last lines of the worker log", visible=False, elem_id="log-tail")
 
     with gr.Accordion("Run history and comparison", open=False):
-        table = gr.Dataframe(value=history_table(runs_dir), interactive=False, elem_id="history")
+        table = gr.Dataframe(value=history_table(None), interactive=False, elem_id="history")
         with gr.Row():
-            compare_select = gr.Dropdown(label="Runs to compare", multiselect=True,
-                                         choices=run_choices(runs_dir))
+            compare_select = gr.Dropdown(label="Runs to compare", multiselect=True, choices=[])
             compare_btn = gr.Button("Compare")
         compare_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss of the selected runs", height=300)
         compare_table = gr.Dataframe(value=pd.DataFrame(columns=["Setting"]), label="Settings that differ",
@@ -230,13 +231,13 @@ def build_train_tab(ctx: UIContext) -> None:
         try:
             from ..estimate import estimate_run
 
-            return estimate_run(config_from_values(names, list(values))).summary()
+            return estimate_run(client_config(ctx, names, list(values))).summary()
         except Exception as err:  # noqa: BLE001
             return f"**Fix this before starting:** {user_message(err)}"
 
     def on_start(*values):
         try:
-            config = config_from_values(names, list(values))
+            config = client_config(ctx, names, list(values))  # data and model folder inside the app's folders
             from .. import data, models
 
             models.resolve_method(config)  # QLoRA without CUDA: one clear sentence now, not later
