@@ -165,6 +165,32 @@ def test_chat_names_the_base_and_tuned_validation_loss_of_the_run(runs_dir):
     assert "validation loss 3.990 for the base model and 3.561 fine-tuned" in text
 
 
+def test_a_run_without_progress_for_two_minutes_says_so(runs_dir, monkeypatch):
+    """A worker stopped with SIGSTOP (or hung) stays "running" with a live pid; its files stop changing. After two
+    minutes the status line says so, in minutes, with what to do, and the poll redraws as the minutes pass."""
+    import json
+
+    run_dir = make_run(runs_dir, "stuck", "running", [("start", {"total_steps": 9}), ("log", {"step": 1, "loss": 2.0})],
+                       pid=os.getpid(), step=1, total_steps=9)
+    text, *_ = train_tab.refresh(runs_dir, "stuck")
+    assert "no progress" not in text.lower() and "🟢 running" in text
+    last_step = time.time() - 185  # the last step, three minutes ago
+    status = json.loads((run_dir / "status.json").read_text())
+    (run_dir / "status.json").write_text(json.dumps({**status, "updated": last_step}))
+    for name in ("status.json", "events.jsonl"):
+        os.utime(run_dir / name, (last_step, last_step))
+    text, *_ = train_tab.refresh(runs_dir, "stuck")
+    headline = text.splitlines()[0]
+    assert "running" in headline and "no progress for 3 min" in headline
+    assert "**No progress for 3 min:**" in text and "press **Stop**, then **Resume**" in text
+    key = train_tab.files_key(runs_dir, "stuck")
+    assert train_tab.files_key(runs_dir, "stuck") == key  # no redraw each second...
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 60)
+    assert train_tab.files_key(runs_dir, "stuck") != key  # ...but one a minute: "4 min"
+    assert "no progress for 4 min" in train_tab.refresh(runs_dir, "stuck")[0]
+
+
 def test_start_and_estimate_refuse_data_outside_the_app_folders(runs_dir, tmp_path):
     """Start trains only on a file in the uploads, samples or runs folder: the form's path comes from the client."""
     from studio.ui.app import build_app

@@ -18,6 +18,7 @@ from .common import UIContext, client_config, user_message
 
 POLL_S = 1.0
 TABLE_EVERY_S = 10.0
+STALL_AFTER_S = 120.0  # a live run without any progress this long is said to be stalled
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -69,7 +70,20 @@ def lr_frame(history) -> pd.DataFrame:
     return typed(pd.DataFrame({"step": history.train_steps, "learning rate": history.learning_rate}), LR_DTYPES)
 
 
-def status_markdown(run_dir, status: dict, history) -> str:
+def stall_notice(state: str, stalled_s: float | None) -> tuple[str, str]:
+    """(words for the status line, a sentence with what to do), both empty while the run makes progress.
+    `stalled_s`: jobs.stalled_for, the seconds since the run last made progress (a worker stopped with SIGSTOP, or
+    hung, stays "running" in its files: only the time tells)."""
+    if stalled_s is None or stalled_s < STALL_AFTER_S or state not in LIVE:
+        return "", ""
+    minutes = int(stalled_s // 60)
+    what = ("no training step has finished since. A long validation pass can take this long; if it stays like "
+            "this, the training process is paused or stuck: press **Stop**, then **Resume** continues from the "
+            "last checkpoint.")
+    return f" · **no progress for {minutes} min**", f"**No progress for {minutes} min:** {what}"
+
+
+def status_markdown(run_dir, status: dict, history, stalled_s: float | None = None) -> str:
     state = status.get("status", "unknown")
     # status.json is written at most twice a second; the event log may be a step ahead.
     step = max(int(status.get("step") or 0), history.train_steps[-1] if history.train_steps else 0)
@@ -78,7 +92,8 @@ def status_markdown(run_dir, status: dict, history) -> str:
     badge = {"running": "🟢 running", "starting": "🟡 starting", "stopping": "🟡 stopping", "finished": "✅ finished",
              "stopped": "⏹️ stopped", "failed": "❌ failed"}.get(state, state)
     last = history.last_log
-    lines = [f"**Run {run_dir.name}** - {badge}"]
+    stall_words, stall_help = stall_notice(state, stalled_s)
+    lines = [f"**Run {run_dir.name}** - {badge}{stall_words}"]
     if step > 0 or state in ("finished", "stopped"):  # no row of zeros before the first step
         lines += [f"<div class='progress'><div style='width:{pct:.1f}%'></div></div>",
                   f"Step **{step} / {total}** ({pct:.0f}%)"
@@ -93,7 +108,9 @@ def status_markdown(run_dir, status: dict, history) -> str:
             f" · best validation loss **{history.best_eval_loss:.4f}**" if history.best_eval_loss is not None else ""))
     elif history.eval_loss:
         lines.append(f"Validation loss before training **{history.eval_loss[0]:.4f}**")
-    if state == "running" and step == 0:
+    if stall_help:
+        lines.append("\n" + stall_help)
+    elif state == "running" and step == 0:
         lines.append("\nRunning the first training steps...")
     if state == "starting":
         lines.append(f"\n{status.get('message') or 'Loading the model and the data'}...")
@@ -116,7 +133,6 @@ def status_markdown(run_dir, status: dict, history) -> str:
 
 def refresh(runs_dir, run_id: str | None):
     """Everything the live view shows, rebuilt from the run's files."""
-    jobs.reap_children()
     empty = loss_frame(replay([]))
     if not run_id:
         return ("No run yet. Pick a model, data and settings, then press **Start training**.", empty,
@@ -131,7 +147,8 @@ def refresh(runs_dir, run_id: str | None):
     # not a crash, and its traceback would only bury the sentence.
     failed = status.get("status") == "failed" and history.error.get("kind") != "user"
     log = history.error.get("log_tail") or jobs.log_tail(run_dir) if failed else ""
-    return (status_markdown(run_dir, status, history), loss_frame(history), lr_frame(history),
+    return (status_markdown(run_dir, status, history, jobs.stalled_for(run_dir, status)), loss_frame(history),
+            lr_frame(history),
             gr.update(value=log, visible=failed))
 
 
@@ -165,8 +182,9 @@ def compare_runs(runs_dir, run_ids: list[str]):
 
 
 def files_key(runs_dir, run_id: str | None) -> tuple:
-    """Changes whenever the run's events or status change (size and modification time of both files); the last
-    element is the run's status word (None without a run)."""
+    """Changes whenever the run's events or status change (size and modification time of both files), and each
+    minute a live run makes no progress (so the status line counts the minutes); the last element is the run's
+    status word (None without a run)."""
     if not run_id:
         return (None,)
     try:
@@ -183,10 +201,11 @@ def files_key(runs_dir, run_id: str | None) -> tuple:
     # A worker killed without a word changes no file: its death shows in run_state, so the status word is part of
     # the key, and its last element.
     try:
-        status = jobs.run_state(run_dir).get("status")
+        status = jobs.run_state(run_dir)
     except Exception:  # noqa: BLE001 - a run deleted meanwhile: refresh says so
-        status = None
-    return key + (status,)
+        return key + (None, None)
+    stalled = jobs.stalled_for(run_dir, status) or 0.0
+    return key + (int(stalled // 60) if stalled >= STALL_AFTER_S else 0, status.get("status"))
 
 
 def build_train_tab(ctx: UIContext) -> None:
