@@ -13,7 +13,9 @@ status.json holds the latest state, replaced atomically (temp file + rename).
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -50,8 +52,9 @@ class EventWriter:
         self._file.close()
 
 
-def read_events(run_dir: str | Path) -> list[dict]:
-    """Every complete event so far. A half-written last line (the worker mid-write) is skipped."""
+def read_events(run_dir: str | Path) -> list:
+    """Every complete line so far, parsed. A half-written last line (the worker mid-write) is skipped; a complete
+    line that is not JSON is kept as None, so that replay counts it with the other lines that are not events."""
     path = Path(run_dir) / EVENTS_FILE
     if not path.exists():
         return []
@@ -63,24 +66,53 @@ def read_events(run_dir: str | Path) -> list[dict]:
             try:
                 events.append(json.loads(line))
             except json.JSONDecodeError:
-                continue
+                events.append(None)
     return events
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
 def write_status(run_dir: str | Path, **status) -> None:
-    """Replace status.json atomically so a reader never sees half a file."""
+    """Replace status.json atomically so a reader never sees half a file.
+
+    On a full disk the temp file cannot be written: it is removed, and status.json is overwritten in place instead
+    (its blocks are already allocated), so that a run failing for want of space still says "failed"."""
     run_dir = Path(run_dir)
     status["updated"] = time.time()
+    text = json.dumps(status, default=str)
     tmp = run_dir / f".{STATUS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(status, default=str), encoding="utf-8")
-    os.replace(tmp, run_dir / STATUS_FILE)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, run_dir / STATUS_FILE)
+    except OSError as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if err.errno not in DISK_FULL_ERRNOS or not _overwrite_in_place(run_dir / STATUS_FILE, text):
+            raise
+
+
+def _overwrite_in_place(path: Path, text: str) -> bool:
+    """Write text over an existing file without allocating (a status is far below one block); False if impossible."""
+    try:
+        with open(path, "r+b") as f:
+            f.write(text.encode("utf-8"))
+            f.truncate()
+        return True
+    except OSError:
+        return False
 
 
 def read_status(run_dir: str | Path) -> dict:
+    """status.json as a dict; {} when it is missing, half-written or not an object."""
     try:
-        return json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        status = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    return status if isinstance(status, dict) else {}
 
 
 @dataclass
@@ -97,6 +129,9 @@ class RunHistory:
     end: dict = field(default_factory=dict)
     error: dict = field(default_factory=dict)
     checkpoints: list[dict] = field(default_factory=list)
+    bad_lines: int = 0  # lines that are not events (damaged, or written by something else): skipped, not fatal
+    first_time: float | None = None  # time of the first and the latest event, seconds since the epoch
+    last_time: float | None = None
 
     @property
     def best_eval_loss(self) -> float | None:
@@ -111,13 +146,56 @@ class RunHistory:
         return None
 
 
-def replay(events: list[dict]) -> RunHistory:
-    """Fold the event list into curves. A resumed run repeats steps: the later value wins."""
+# Fields read as numbers by the replay and the UI, per event type: an event whose field holds anything else (text,
+# a list) is not one of ours and is skipped, so no reader ever has to check a field's type again.
+_NUMBER_FIELDS = {
+    "start": ("total_steps", "resumed_from", "epochs"),
+    "log": ("loss", "learning_rate", "epoch", "grad_norm", "elapsed_s", "eta_s", "tokens_per_s", "memory_gb",
+            "total_steps"),
+    "eval": ("eval_loss",),
+    "checkpoint": (),
+    "end": ("step", "peak_memory_gb"),
+    "error": (),
+}
+_STEP_EVENTS = ("log", "eval", "checkpoint")  # these need a whole step number
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_event(event) -> bool:
+    """A dict with a text type whose known fields hold what they should. A type this version does not know (a
+    newer writer's) is an event too: replay passes it by without counting it as bad."""
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return False
+    kind = event["type"]
+    if kind in _STEP_EVENTS:
+        step = event.get("step")
+        if not _is_number(step) or not math.isfinite(step) or step != int(step):
+            return False
+    if not all(event.get(name) is None or _is_number(event[name]) for name in _NUMBER_FIELDS.get(kind, ())):
+        return False
+    return event.get("time") is None or _is_number(event["time"])
+
+
+def replay(events: list) -> RunHistory:
+    """Fold the event list into curves. A resumed run repeats steps: the later value wins.
+
+    A line that is not an event (see _is_event) is counted in bad_lines and skipped: one damaged line must not
+    hide a run, nor fail the worker that re-reads its own log."""
     history = RunHistory()
     train: dict[int, tuple[float, float]] = {}
     evals: dict[int, float] = {}
     for event in events:
-        kind = event.get("type")
+        if not _is_event(event):
+            history.bad_lines += 1
+            continue
+        kind = event["type"]
+        when = event.get("time")
+        if when is not None:
+            history.first_time = when if history.first_time is None else min(history.first_time, when)
+            history.last_time = when if history.last_time is None else max(history.last_time, when)
         if kind == "start":
             history.start = event
             history.end, history.error = {}, {}  # a resume starts a new segment

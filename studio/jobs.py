@@ -2,17 +2,25 @@
 
 The UI server calls these; the worker is `python -m studio train`, a child process in its own
 session, so the server survives whatever happens to it and vice versa.
+
+One run at a time per runs folder: whoever trains holds an exclusive lock (flock) on runs/.train.lock for its
+whole life. The UI takes it, creates the run folder, then hands the open lock to the worker it spawns; `studio
+train` takes it itself. A sweep or a queue takes the same lock with `runs_lock` / `try_lock`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +29,7 @@ from .config import RunConfig
 from .errors import UserError
 from .events import (
     CONFIG_FILE,
+    EVENTS_FILE,
     FINAL,
     LIVE,
     LOG_FILE,
@@ -32,12 +41,109 @@ from .events import (
     write_status,
 )
 
+log = logging.getLogger(__name__)
+
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 STOP_GRACE_S = 60.0  # after this long without the worker noticing STOP, it is sent SIGTERM
+LOCK_FILE = ".train.lock"  # inside the runs folder; not a run (no config.json), so never listed
+LOCK_FD_ENV = "STUDIO_RUNS_LOCK_FD"  # the number of the lock's file descriptor handed to a spawned worker
 
 
 class RunBusyError(UserError):
     pass
+
+
+# --- the runs-folder lock -----------------------------------------------------------------
+class RunsLock:
+    """An exclusive flock on runs/.train.lock, held while this object's descriptor is open.
+
+    flock belongs to the open file description, not the process: a child that inherits the descriptor holds the
+    same lock, and it is released only when the last copy is closed (or its process dies, however it dies). So it
+    is never unlocked explicitly, only closed."""
+
+    def __init__(self, fd: int, runs_dir: Path):
+        self.fd, self.runs_dir = fd, Path(runs_dir)
+
+    def note(self, run_id: str) -> None:
+        """Write the run this lock trains into the lock file, for the busy sentence others get."""
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, run_id.encode(), 0)
+        except OSError as err:  # a full disk: the busy sentence names no run, the lock still holds
+            log.info("could not note the run in the lock file: %s", err)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> RunsLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def try_lock(runs_dir: Path) -> RunsLock | None:
+    """The runs-folder lock if nobody holds it (without waiting), else None. Creates the runs folder."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(runs_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    lock = RunsLock(fd, runs_dir)
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)  # the previous holder's run id is not ours
+    return lock
+
+
+@contextlib.contextmanager
+def runs_lock(runs_dir: Path):
+    """`with runs_lock(runs_dir) as lock:` holds the runs-folder lock; raises RunBusyError when another holds it."""
+    lock = try_lock(runs_dir)
+    if lock is None:
+        raise busy_error(runs_dir)
+    with lock:
+        yield lock
+
+
+def inherited_lock(runs_dir: Path) -> RunsLock | None:
+    """The lock a spawning parent handed over (LOCK_FD_ENV), if it is really this runs folder's lock file."""
+    value = os.environ.pop(LOCK_FD_ENV, None)
+    if not value:
+        return None
+    try:
+        fd = int(value)
+        held, expected = os.fstat(fd), os.stat(Path(runs_dir) / LOCK_FILE)
+    except (ValueError, OSError):
+        return None
+    if (held.st_dev, held.st_ino) != (expected.st_dev, expected.st_ino):
+        return None
+    os.set_inheritable(fd, False)  # ours alone: a program the worker starts must not keep the runs folder locked
+    return RunsLock(fd, Path(runs_dir))
+
+
+def busy_error(runs_dir: Path) -> RunBusyError:
+    """The one sentence for a start refused because the lock is held, naming the run that trains when known."""
+    try:
+        run_id = (Path(runs_dir) / LOCK_FILE).read_text(encoding="utf-8", errors="replace").strip()[:200]
+    except OSError:
+        run_id = ""
+    if RUN_ID_PATTERN.match(run_id) and (Path(runs_dir) / run_id).is_dir():
+        return _busy_run_error(run_id)
+    return RunBusyError(f"Another run is still training in {runs_dir}: wait for it to finish or stop it first "
+                        f"(one run at a time per machine).")
+
+
+def _busy_run_error(run_id: str) -> RunBusyError:
+    return RunBusyError(f"Run {run_id} is still training: wait for it to finish or stop it first "
+                        f"(one run at a time per machine).")
 
 
 def validate_run_id(run_id: str) -> str:
@@ -97,22 +203,53 @@ def run_state(run_dir: Path) -> dict:
     status = read_status(run_dir)
     state = status.get("status", "unknown")
     if state in LIVE:
-        pid = status.get("pid") or _read_pid(run_dir)
-        started = status.get("updated", 0)
+        pid = _int(status.get("pid")) or _read_pid(run_dir)
+        started = _number(status.get("updated"))
         # A run that says it is live but whose worker is gone was killed: say so.
         if not _pid_alive(pid) and time.time() - started > 2.0:
             message = ("The training process ended unexpectedly (killed, or out of system memory); "
                        "resume continues from the last checkpoint.")
-            events = replay(read_events(run_dir))
-            if not events.error and not events.end:
-                from .events import EventWriter
-
-                writer = EventWriter(run_dir)
-                writer.write("error", message=message, kind="killed", log_tail=_tail(run_dir / LOG_FILE))
-                writer.close()
             status = {**status, "status": "failed", "message": message}
-            write_status(run_dir, **{k: v for k, v in status.items() if k != "updated"})
+            try:
+                events = replay(read_events(run_dir))
+                if not events.error and not events.end:
+                    from .events import EventWriter
+
+                    writer = EventWriter(run_dir)
+                    writer.write("error", message=message, kind="killed", log_tail=_tail(run_dir / LOG_FILE))
+                    writer.close()
+                write_status(run_dir, **{k: v for k, v in status.items() if k != "updated"})
+            except OSError as err:  # a full or read-only disk: the run is still shown as failed, just not saved
+                log.info("could not record that run %s died: %s", run_dir.name, err)
     return status
+
+
+def stalled_for(run_dir: Path, status: dict | None = None, now: float | None = None) -> float | None:
+    """Seconds since a training run last showed progress (a step, an evaluation batch, an event), or None when it
+    is not training: finished, failed, or still starting (loading a model can take minutes without a step).
+
+    A worker stopped with SIGSTOP, or hung, stays "running" with a live pid; this is how the UI tells it apart.
+    `status`: the run's status when the caller has just read it (saves reading it again)."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir) if status is None else status
+    if status.get("status") not in ("running", "stopping"):
+        return None
+    latest = _number(status.get("updated"))
+    try:
+        latest = max(latest, (run_dir / EVENTS_FILE).stat().st_mtime)
+    except OSError:
+        pass
+    if not latest:
+        return None
+    return max(0.0, (time.time() if now is None else now) - latest)
+
+
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _read_pid(run_dir: Path) -> int | None:
@@ -131,18 +268,37 @@ def active_run(runs_dir: Path) -> Path | None:
 
 
 def ensure_none_training(runs_dir: Path) -> None:
-    """One run at a time per machine: a second start is refused with one sentence."""
+    """One run at a time per machine: a second start is refused with one sentence.
+
+    A check ahead of time (the UI asks before it frees the GPU for a run); start_run and resume_run decide under
+    the lock."""
+    lock = try_lock(runs_dir)
+    if lock is None:
+        raise busy_error(runs_dir)
+    with lock:
+        _ensure_no_live_run(runs_dir)
+
+
+def _ensure_no_live_run(runs_dir: Path) -> None:
+    """A run whose status says it trains, though nobody holds the lock (an older worker, or one run in-process)."""
     busy = active_run(runs_dir)
     if busy is not None:
-        raise RunBusyError(f"Run {busy.name} is still training: wait for it to finish or stop it first "
-                           f"(one run at a time per machine).")
+        raise _busy_run_error(busy.name)
 
 
 def start_run(config: RunConfig, runs_dir: Path, run_id: str | None = None) -> Path:
-    """Start a worker process for config and return its run folder; refuses a second live run."""
-    ensure_none_training(runs_dir)
-    run_dir = create_run_dir(config, runs_dir, run_id)
-    _spawn(run_dir, ["--resume", str(run_dir)], config_path=run_dir / CONFIG_FILE, fresh=True)
+    """Start a worker process for config and return its run folder; refuses a second live run.
+
+    The data file is checked (type, size) before anything else: a refused start leaves no folder behind. The lock
+    is taken before the folder is made and handed to the worker, so no second start can slip in between."""
+    from .train import check_data_files
+
+    check_data_files(config)
+    with runs_lock(runs_dir) as lock:
+        _ensure_no_live_run(runs_dir)
+        run_dir = create_run_dir(config, runs_dir, run_id)
+        lock.note(run_dir.name)
+        _spawn(run_dir, ["--resume", str(run_dir)], config_path=run_dir / CONFIG_FILE, lock=lock)
     return run_dir
 
 
@@ -150,43 +306,44 @@ def resume_run(runs_dir: Path, run_id: str) -> Path:
     run_dir = run_path(runs_dir, run_id)
     if not run_dir.is_dir():
         raise UserError(f"Run {run_id} does not exist.")
-    state = run_state(run_dir).get("status")
-    if state in LIVE:
-        raise RunBusyError(f"Run {run_id} is already training.")
-    busy = active_run(runs_dir)
-    if busy is not None:
-        raise RunBusyError(f"Run {busy.name} is still training: stop it before resuming another.")
-    write_status(run_dir, status="starting")
-    _spawn(run_dir, ["--resume", str(run_dir)], config_path=run_dir / CONFIG_FILE, fresh=False)
+    with runs_lock(runs_dir) as lock:
+        state = run_state(run_dir).get("status")
+        if state in LIVE:
+            raise RunBusyError(f"Run {run_id} is already training.")
+        busy = active_run(runs_dir)
+        if busy is not None:
+            raise RunBusyError(f"Run {busy.name} is still training: stop it before resuming another.")
+        write_status(run_dir, status="starting")
+        lock.note(run_dir.name)
+        _spawn(run_dir, ["--resume", str(run_dir)], config_path=run_dir / CONFIG_FILE, lock=lock)
     return run_dir
 
 
-def _spawn(run_dir: Path, extra: list[str], config_path: Path, fresh: bool):
+def _spawn(run_dir: Path, extra: list[str], config_path: Path, lock: RunsLock):
+    """Start the worker, handing it the runs-folder lock: the child inherits the descriptor (pass_fds), so the
+    lock's holder changes from us to it with no moment where nobody holds it; our copy is closed by the caller."""
     # A fresh run is also started via --resume on its own folder: with no checkpoint yet it
     # starts at step 0, and the folder (and its id) already exists for the UI to show.
     cmd = [sys.executable, "-m", "studio", "train", str(config_path), *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", LOCK_FD_ENV: str(lock.fd)}
     with open(run_dir / "worker.out", "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env, cwd=os.getcwd())
+                                start_new_session=True, env=env, cwd=os.getcwd(), pass_fds=(lock.fd,))
+    # Waited on by a thread of its own, so a finished worker is reaped at once, not left a zombie until some
+    # caller polls: the server may run for days.
+    threading.Thread(target=proc.wait, name=f"reap-worker-{proc.pid}", daemon=True).start()
     (run_dir / PID_FILE).write_text(str(proc.pid))
     write_status(run_dir, status="starting", pid=proc.pid)
-    _children.append(proc)
-
-
-_children: list[subprocess.Popen] = []  # kept so finished workers are reaped, not left as zombies
 
 
 def reap_children():
-    for proc in list(_children):
-        if proc.poll() is not None:
-            _children.remove(proc)
+    """Nothing left to do: each worker is reaped by its own thread as it ends (kept for existing callers)."""
 
 
 def stop_run(run_dir: Path, grace_s: float = STOP_GRACE_S) -> None:
     """Ask the worker to stop (it saves the adapter and a checkpoint); SIGTERM if it does not in time."""
     (run_dir / STOP_FILE).touch()
-    pid = read_status(run_dir).get("pid") or _read_pid(run_dir)
+    pid = _int(read_status(run_dir).get("pid")) or _read_pid(run_dir)
     if grace_s <= 0 or not pid:
         return
 
@@ -201,8 +358,6 @@ def stop_run(run_dir: Path, grace_s: float = STOP_GRACE_S) -> None:
         except ProcessLookupError:
             pass
 
-    import threading
-
     threading.Thread(target=escalate, daemon=True).start()
 
 
@@ -210,7 +365,6 @@ def wait_for(run_dir: Path, timeout_s: float = 600.0, states=FINAL) -> dict:
     """Block until the run reaches one of `states` (tests and the CLI use this)."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        reap_children()
         status = run_state(run_dir)
         if status.get("status") in states:
             return status
@@ -246,27 +400,43 @@ def _run_dirs(runs_dir: Path) -> list[Path]:
 
 def summarize(run_dir: Path) -> RunSummary:
     status = run_state(run_dir)
-    try:
-        config = json.loads((run_dir / CONFIG_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        config = {}
-    events = read_events(run_dir)
-    history = replay(events)
-    times = [e.get("time", 0) for e in events]
-    start = history.start or {}
+    config = _read_json(run_dir / CONFIG_FILE)
+    history = replay(read_events(run_dir))
+    start = history.start
+    total = _number(status.get("total_steps")) or _number(start.get("total_steps"))
     return RunSummary(
-        run_id=run_dir.name, path=run_dir, model=config.get("model", "?"),
-        data=Path(config.get("data_path", "")).name, method=start.get("method") or config.get("method", "?"),
-        status=status.get("status", "unknown"), step=history.train_steps[-1] if history.train_steps else 0,
-        total_steps=int(status.get("total_steps") or start.get("total_steps") or 0),
-        best_eval_loss=history.best_eval_loss,
+        run_id=run_dir.name, path=run_dir, model=str(config.get("model", "?")),
+        data=Path(str(config.get("data_path", ""))).name,
+        method=str(start.get("method") or config.get("method", "?")),
+        status=str(status.get("status", "unknown")), step=history.train_steps[-1] if history.train_steps else 0,
+        total_steps=int(total), best_eval_loss=history.best_eval_loss,
         last_train_loss=history.train_loss[-1] if history.train_loss else None,
-        duration_s=(max(times) - min(times)) if times else 0.0, started=min(times) if times else 0.0,
-        message=status.get("message", ""))
+        duration_s=(history.last_time - history.first_time) if history.first_time is not None else 0.0,
+        started=history.first_time or 0.0, message=str(status.get("message", "")))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def list_runs(runs_dir: Path) -> list[RunSummary]:
-    return [summarize(p) for p in _run_dirs(runs_dir)]
+    """Every run on disk. One whose files cannot be summarised is still listed (as unreadable), never hides the
+    others."""
+    summaries = []
+    for run_dir in _run_dirs(runs_dir):
+        try:
+            summaries.append(summarize(run_dir))
+        except Exception:  # noqa: BLE001 - one damaged run must not take the whole list down
+            log.warning("run %s could not be summarised", run_dir.name, exc_info=True)
+            summaries.append(RunSummary(run_id=run_dir.name, path=run_dir, model="?", data="", method="?",
+                                        status="unknown", step=0, total_steps=0, best_eval_loss=None,
+                                        last_train_loss=None, duration_s=0.0, started=0.0,
+                                        message="The run's files could not be read."))
+    return summaries
 
 
 def finished_runs(runs_dir: Path) -> list[RunSummary]:

@@ -18,16 +18,15 @@ import traceback
 from pathlib import Path
 
 from .config import RunConfig
-from .errors import UserError
+from .errors import DataError, UserError
 from .events import (
     ADAPTER_DIR,
     CHECKPOINTS_DIR,
     CONFIG_FILE,
+    DISK_FULL_ERRNOS,
     LOG_FILE,
     STOP_FILE,
     EventWriter,
-    read_events,
-    replay,
     write_status,
 )
 
@@ -59,21 +58,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from . import jobs
 
+    lock = None
     try:
+        # Everything that can refuse the run comes before its folder exists: a refused start leaves nothing behind.
         if args.resume:
             run_dir = Path(args.resume)
             config = RunConfig.load(run_dir / CONFIG_FILE)
+            runs_dir = run_dir.parent
         else:
             config = RunConfig.load(args.config)
-            run_dir = jobs.create_run_dir(config, Path(args.runs_dir), args.run_id)
-    except UserError as err:
-        print(f"Error: {err}", file=sys.stderr)
+            check_data_files(config)
+            runs_dir = Path(args.runs_dir)
+        # The process that trains holds the runs-folder lock for its whole life: handed over by the UI that spawned
+        # it, or taken here. The kernel releases it when this process ends, however it ends.
+        lock = jobs.inherited_lock(runs_dir) or jobs.try_lock(runs_dir)
+        if lock is None:
+            raise jobs.busy_error(runs_dir)
+        if not args.resume:
+            run_dir = jobs.create_run_dir(config, runs_dir, args.run_id)
+        lock.note(run_dir.name)
+    except (UserError, OSError) as err:
+        message = str(err) if isinstance(err, UserError) else describe_failure(err)[0]
+        print(f"Error: {message}", file=sys.stderr)
+        if lock is not None:
+            lock.close()
         return 1
-    print(run_dir, flush=True)
-    status = run(config, run_dir, resume=bool(args.resume))
+    with lock:
+        print(run_dir, flush=True)
+        status, message = run_and_describe(config, run_dir, resume=bool(args.resume))
     if status == "failed":
-        error = replay(read_events(run_dir)).error
-        print(f"Error: {error.get('message', 'the run failed')} (log: {run_dir / LOG_FILE})", file=sys.stderr)
+        print(f"Error: {message} (log: {run_dir / LOG_FILE})", file=sys.stderr)
         return 1
     return 0
 
@@ -83,40 +97,66 @@ def run(config: RunConfig, run_dir: str | Path, resume: bool = False, callbacks=
 
     `callbacks`: extra transformers TrainerCallbacks, called before the studio's own (benchmarks time steps with
     them)."""
+    return run_and_describe(config, run_dir, resume, callbacks)[0]
+
+
+def run_and_describe(config: RunConfig, run_dir: str | Path, resume: bool = False, callbacks=()) -> tuple[str, str]:
+    """run(), also returning the failure's one sentence ("" unless failed): on a full disk the error event may
+    never reach the file, and the CLI must still say what happened."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _log_to_file(run_dir / LOG_FILE)
-    (run_dir / STOP_FILE).unlink(missing_ok=True)
-    config.save(run_dir / CONFIG_FILE)
-    (run_dir / "worker.pid").write_text(str(os.getpid()))
-    events = EventWriter(run_dir)
     # SIGTERM (the UI's stop after a timeout) ends the run as "stopped", saving what we have.
     signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).touch())
-    write_status(run_dir, status="starting", pid=os.getpid())
+    events = None
     started = time.time()
     try:
-        status = _train(config, run_dir, events, resume, callbacks)
+        (run_dir / STOP_FILE).unlink(missing_ok=True)
+        config.save(run_dir / CONFIG_FILE)
+        (run_dir / "worker.pid").write_text(str(os.getpid()))
+        events = EventWriter(run_dir)
+        write_status(run_dir, status="starting", pid=os.getpid())
+        status, message = _train(config, run_dir, events, resume, callbacks), ""
     except Exception as err:  # noqa: BLE001 - every failure becomes one sentence plus the log
         message, kind = describe_failure(err)
         log.error("run failed: %s\n%s", message, traceback.format_exc())
-        events.write("error", message=message, kind=kind, log_tail=_tail(run_dir / LOG_FILE))
-        write_status(run_dir, status="failed", message=message, pid=os.getpid(), elapsed=time.time() - started)
+        _record_failure(run_dir, events, message, kind, elapsed=time.time() - started)
         status = "failed"
     finally:
-        events.close()
-        (run_dir / "worker.pid").unlink(missing_ok=True)
-    return status
+        # Each of these may meet the same full disk: none may turn a described failure into a traceback.
+        cleanups = [events.close] if events is not None else []
+        cleanups.append(lambda: (run_dir / "worker.pid").unlink(missing_ok=True))
+        for cleanup in cleanups:
+            try:
+                cleanup()
+            except OSError as err:
+                log.info("cleanup after the run: %s", err)
+    return status, message
+
+
+def _record_failure(run_dir: Path, events: EventWriter | None, message: str, kind: str, elapsed: float) -> None:
+    """The error event and the failed status, each on its own: a full disk that failed the run may refuse the
+    event too, and the status must still say "failed" (write_status falls back to overwriting in place)."""
+    try:
+        if events is not None:
+            events.write("error", message=message, kind=kind, log_tail=_tail(run_dir / LOG_FILE))
+    except OSError as err:
+        log.info("error event not written: %s", err)
+    try:
+        write_status(run_dir, status="failed", message=message, pid=os.getpid(), elapsed=elapsed)
+    except OSError as err:
+        log.info("failed status not written: %s", err)
 
 
 def describe_failure(err: BaseException) -> tuple[str, str]:
     """(one sentence for the user, kind) for any exception from a run."""
-    import torch
+    torch = sys.modules.get("torch")  # a torch out-of-memory error needs torch imported: no import just to check
 
     if isinstance(err, UserError):
         return str(err), "user"
-    if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower():
+    if (torch is not None and isinstance(err, torch.cuda.OutOfMemoryError)) or "out of memory" in str(err).lower():
         return OOM_ADVICE, "oom"
-    if isinstance(err, OSError) and err.errno in (28, 122):  # ENOSPC, EDQUOT
+    if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
         return "The disk is full: free some space (old runs can be deleted in the Train tab), then resume.", "disk"
     if isinstance(err, OSError):
         return f"A file could not be read or written ({err.strerror or err}): check the disk and permissions, " \
@@ -135,8 +175,9 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
     config.check_data_size(len(train_set))
 
     model = build_model(config, method, step_tokens=longest_step_tokens(config, train_set["length"]))
+    reporter = callback_class("EventCallback")(run_dir, events, config, method)
     trainer = build_trainer(config, method, model, tokenizer, train_set, val_set, run_dir,
-                            callbacks=[*callbacks, EventCallback(run_dir, events, config, method)])
+                            callbacks=[*callbacks, reporter])
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.info("no checkpoint to resume from; starting from step 0")
@@ -162,11 +203,16 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
     trainer.model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
     status = "stopped" if stopped else "finished"
-    speed = replay(read_events(run_dir)).last_log.get("tokens_per_s")
+    # The speed as this process measured it, not re-read from events.jsonl: the adapter is saved, and nothing in
+    # that file (a damaged line) or in the speed record (a full disk) may turn a finished run into a failed one.
+    speed = reporter.last_tokens_per_s
     if speed and trainer.state.global_step >= 10:  # too short a run measures start-up, not speed
         from .estimate import record_speed
 
-        record_speed(config.model, method, speed)
+        try:
+            record_speed(config.model, method, speed)
+        except Exception:  # noqa: BLE001 - a hint for the next estimate, never worth the run
+            log.warning("speed not recorded", exc_info=True)
     events.write("end", status=status, step=trainer.state.global_step, adapter=ADAPTER_DIR,
                  peak_memory_gb=peak_memory_gb())
     write_status(run_dir, status=status, step=trainer.state.global_step, total_steps=trainer.state.max_steps,
@@ -183,7 +229,7 @@ def build_trainer(config: RunConfig, method: str, model, tokenizer, train_set, v
 
     callbacks = list(callbacks)
     if TUNE_CPU_THREADS and not torch.cuda.is_available():
-        callbacks.append(CpuThreadTuner())
+        callbacks.append(callback_class("CpuThreadTuner")())
     args = training_arguments(config, method, run_dir, has_eval=val_set is not None, n_train=len(train_set))
     trainer = studio_trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
                                      data_collator=make_collator(config, tokenizer),
@@ -204,8 +250,6 @@ def encode_dataset(examples: list[dict], tokenizer, config: RunConfig):
             for ex in examples]
     rows = [r for r in rows if any(label != -100 for label in r["labels"])]
     if not rows:
-        from .errors import DataError
-
         raise DataError("No example has any trained token left after cutting to max_seq_length: raise "
                         "max_seq_length or check the response column.")
     return Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows],
@@ -221,6 +265,7 @@ def load_datasets(config: RunConfig, tokenizer):
     """
     from . import data
 
+    check_data_files(config)  # before the cache key hashes the file: a FIFO or /dev/zero would never end
     folder = None
     if CACHE_TOKENIZED:
         try:
@@ -241,6 +286,37 @@ def load_datasets(config: RunConfig, tokenizer):
     if folder is not None:
         _write_tokenized(folder, train_set, val_set)
     return train_set, val_set
+
+
+def check_data_files(config: RunConfig) -> None:
+    """Refuse a data path that is not a regular file, or is over the size limit, from its metadata alone.
+
+    First of all, before the tokenised-data cache key hashes the file and before a reader opens it: a FIFO or
+    /dev/zero would never end, a 2 GB file would be read in full only to be refused. An empty data_path is left to
+    data.load_for_config, which names the fix."""
+    import stat
+
+    from . import data  # the size limit's one home: data.DEFAULT_MAX_BYTES
+
+    for role, path in (("training", config.data_path), ("validation", config.validation_path)):
+        if not path:
+            continue
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise DataError(f"The {role} file {path} does not exist: check the path, or upload it again.") from None
+        except OSError as err:
+            raise DataError(f"The {role} file {path} cannot be opened ({err.strerror or err}): check its "
+                            f"permissions.") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise DataError(f"The {role} path {path} is a folder, not a file: choose one data file inside it.")
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"The {role} path {path} is not a regular file (a device, a pipe or a socket): choose "
+                            f"a data file saved on disk.")
+        if info.st_size > data.DEFAULT_MAX_BYTES:
+            raise DataError(f"The {role} file {Path(path).name} is {info.st_size / 2**20:,.0f} MB, above the "
+                            f"{data.DEFAULT_MAX_BYTES / 2**20:,.0f} MB limit: keep fewer rows, or split it and "
+                            f"train on one part.")
 
 
 TOKENIZED_CACHE_VERSION = 1
@@ -685,13 +761,29 @@ def peak_memory_gb() -> float:
 
 
 # --- loop reporting ---------------------------------------------------------------------
-def _make_callback_base():
+# The Trainer callbacks are written as plain classes (_EventHooks, _ThreadTunerHooks) and made TrainerCallbacks on
+# first use (callback_class), so that importing this module - the first thing `python -m studio train` does - does
+# not import transformers: a refused start (a busy runs folder, a bad data path) is said in well under a second.
+_CALLBACK_HOOKS: dict[str, type] = {}  # public name -> its hooks class, filled below
+
+
+@functools.cache
+def callback_class(name: str) -> type:
+    """The TrainerCallback subclass called `name` ("EventCallback" or "CpuThreadTuner")."""
     from transformers import TrainerCallback
 
-    return TrainerCallback
+    hooks = _CALLBACK_HOOKS[name]
+    return type(name, (hooks, TrainerCallback), {"__doc__": hooks.__doc__, "__module__": __name__})
 
 
-class EventCallback(_make_callback_base()):
+def __getattr__(name: str):
+    # train.EventCallback and train.CpuThreadTuner, for callers outside (tests, benchmarks).
+    if name in _CALLBACK_HOOKS:
+        return callback_class(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _EventHooks:
     """Turns Trainer hooks into events and status updates; checks the STOP file every step."""
 
     def __init__(self, run_dir: Path, events: EventWriter, config: RunConfig, method: str):
@@ -699,6 +791,8 @@ class EventCallback(_make_callback_base()):
         self.t0 = time.time()
         self.tokens_at_start = 0
         self.last_status = 0.0
+        self.training = False  # between on_train_begin and the end: status "running" (or "stopping")
+        self.last_tokens_per_s: float | None = None  # of the latest "log" event, for the speed record
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.t0 = time.time()
@@ -706,6 +800,7 @@ class EventCallback(_make_callback_base()):
         self.step_at_start = state.global_step
         self.events.write("start", total_steps=state.max_steps, method=self.method, model=self.config.model,
                           resumed_from=state.global_step or None, epochs=args.num_train_epochs)
+        self.training = True
         self._status(state, "running", force=True)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -720,11 +815,19 @@ class EventCallback(_make_callback_base()):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if "loss" in logs:
+            speed = self._speed(state)
+            self.last_tokens_per_s = speed["tokens_per_s"]
             self.events.write("log", step=state.global_step, loss=logs["loss"],
                               learning_rate=logs.get("learning_rate"), epoch=state.epoch,
-                              grad_norm=logs.get("grad_norm"), **self._speed(state))
+                              grad_norm=logs.get("grad_norm"), **speed)
         if "eval_loss" in logs:
             self.events.write("eval", step=state.global_step, eval_loss=logs["eval_loss"])
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        # A validation pass of many batches writes no step: the status update (at most twice a second) tells the
+        # UI the worker is busy, not stalled (jobs.stalled_for). Before training, the status stays "starting".
+        if self.training:
+            self._status(state, "stopping" if (self.run_dir / STOP_FILE).exists() else "running")
 
     def on_save(self, args, state, control, **kwargs):
         self.events.write("checkpoint", step=state.global_step,
@@ -748,7 +851,7 @@ class EventCallback(_make_callback_base()):
                      **self._speed(state))
 
 
-class CpuThreadTuner(_make_callback_base()):
+class _ThreadTunerHooks:
     """On a CPU, use the intra-op thread count that trains fastest now, and keep checking.
 
     torch starts one thread per core. When other programs keep the same cores busy (the browser showing the run,
@@ -840,6 +943,9 @@ class CpuThreadTuner(_make_callback_base()):
         return min(self.candidates, key=lambda n: sorted(timings[n])[len(timings[n]) // 2])
 
 
+_CALLBACK_HOOKS.update(EventCallback=_EventHooks, CpuThreadTuner=_ThreadTunerHooks)
+
+
 def current_memory_gb() -> float:
     import psutil
     import torch
@@ -849,8 +955,16 @@ def current_memory_gb() -> float:
     return psutil.Process().memory_info().rss / 2**30
 
 
-def _log_to_file(path: Path):
-    handler = logging.FileHandler(path, encoding="utf-8")
+class _LogFileHandler(logging.FileHandler):
+    def handleError(self, record):
+        pass  # a full disk loses log lines; it must not print "--- Logging error ---" tracebacks on stderr instead
+
+
+def _log_to_file(path: Path) -> None:
+    try:
+        handler = _LogFileHandler(path, encoding="utf-8")
+    except OSError:  # no room even for the log: the run fails with its sentence, and still nothing on stderr
+        handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
