@@ -275,12 +275,25 @@ def resolve_method(config: RunConfig) -> str:
     """'auto' becomes qlora on CUDA and lora32 on CPU; impossible choices get one clear sentence."""
     cuda = cuda_available()
     if config.method == "auto":
-        return "qlora" if cuda else "lora32"
+        if not cuda:
+            return "lora32"
+        return "qlora" if bitsandbytes_installed() else "lora16"
     if config.method in ("qlora", "lora16") and not cuda:
         what = "QLoRA 4-bit" if config.method == "qlora" else "LoRA 16-bit"
         raise ConfigError(f"{what} needs a CUDA GPU and none was found: choose 'LoRA fp32' (or Automatic) to "
                           f"train on the CPU, which is slower but works (4-bit on CPU is about 20x slower).")
+    if config.method == "qlora" and not bitsandbytes_installed():
+        raise ConfigError("QLoRA 4-bit needs the bitsandbytes package, which is not installed: run "
+                          "`pip install bitsandbytes` (`make install` does it on a GPU machine) or choose LoRA 16-bit.")
     return config.method
+
+
+def bitsandbytes_installed() -> bool:
+    """Found without importing it: the Makefile installs bitsandbytes only where a CUDA GPU is (see pyproject's gpu
+    extra), and importing it on a CPU prints kernel warnings for nothing."""
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
 
 
 def detect_hardware() -> dict:

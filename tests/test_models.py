@@ -88,3 +88,15 @@ def test_the_tokenizer_files_alone_are_enough_for_the_test_models(tmp_path, monk
     tokenizer = models.load_tokenizer(BUNDLED_MODEL)
     assert tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False).count("<|im_start|>") >= 2
     assert (models.tiny_test_model_dir() / "config.json").is_file()
+
+
+def test_cuda_without_bitsandbytes_falls_back_or_names_the_fix(monkeypatch):
+    """A GPU machine set up without the gpu extra: Automatic trains LoRA 16-bit, an explicit QLoRA says what to
+    install, instead of transformers' ImportError in the middle of a run."""
+    monkeypatch.setattr(models, "cuda_available", lambda: True)
+    monkeypatch.setattr(models, "bitsandbytes_installed", lambda: False)
+    assert models.resolve_method(RunConfig(method="auto")) == "lora16"
+    with pytest.raises(ConfigError, match="pip install bitsandbytes"):
+        models.resolve_method(RunConfig(method="qlora"))
+    monkeypatch.setattr(models, "bitsandbytes_installed", lambda: True)
+    assert models.resolve_method(RunConfig(method="auto")) == "qlora"
