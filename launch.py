@@ -2,7 +2,7 @@
 
 import sys
 
-from studio.ui.app import main
+from studio.__main__ import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(["ui", *sys.argv[1:]]))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+
+from .logs import send_stderr_to_log, tell_user
 
 COMMANDS = {
     "ui": ("studio.ui.app", "start the web app (default: http://127.0.0.1:7860)"),
@@ -29,10 +32,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"Error: unknown command {name!r}.\n\n{usage()}", file=sys.stderr)
+        tell_user(f"Error: unknown command {name!r}.\n\n{usage()}")
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    # From here on stderr is the command's log: library warnings, progress bars and tracebacks go there, and our
+    # own sentences reach the person through tell_user.
+    log_file = send_stderr_to_log(name)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - a bug of ours still reaches the person as one sentence
+        logging.getLogger("studio").exception("python -m studio %s failed", name)
+        tell_user(f"Error: studio {name} failed unexpectedly ({type(err).__name__}); the details are in {log_file}.")
+        return 1
 
 
 if __name__ == "__main__":

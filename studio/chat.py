@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import logging
 import math
-import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 from .config import BUNDLED_MODEL, RunConfig
 from .errors import ConfigError, UserError
 from .events import ADAPTER_DIR, CONFIG_FILE
+from .logs import ArgumentParser, tell_user
 
 log = logging.getLogger("studio.chat")
 
@@ -477,7 +477,7 @@ def read_prompt_list(path: str | Path) -> list[tuple[list[dict], str]]:
 # --- CLI ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     defaults = GenerationSettings()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m studio chat",
         description="Ask the base model and the fine-tuned model of a run the same prompt and print both answers. "
                     "Without a run, --model chats with a base model alone.")
@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             session = ChatSession(args.model or BUNDLED_MODEL)
         base, tuned = session.compare(args.prompt, settings)
     except UserError as err:
-        print(f"Error: {err}", file=sys.stderr)
+        tell_user(f"Error: {err}")
         return 1
     print(f"{BASE_LABEL}:\n{base.strip()}")
     if tuned is not None:

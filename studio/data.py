@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataError, UserError
+from .logs import ArgumentParser, tell_user
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -962,8 +963,12 @@ def safe_filename(name: str, default: str = "data") -> str:
     """A file name safe to create anywhere: no folders, no control characters, no leading dots."""
     name = unicodedata.normalize("NFKC", str(name)).replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch if ch.isalnum() or ch in "._- ()" else "_" for ch in name)
-    name = re.sub(r"\s+", " ", name).strip(" .")
-    return (name or default)[:120]
+    name = re.sub(r"\s+", " ", name).strip(" .") or default
+    # Cut a long name in its stem: the extension is how the file is read later (".csv" cut to ".c" is unreadable).
+    stem, dot, suffix = name.rpartition(".")
+    if dot and stem and len(suffix) <= 10:
+        return f"{stem[:120 - len(suffix) - 1].rstrip(' .') or default}.{suffix}"
+    return name[:120]
 
 
 def save_upload(source, uploads_dir) -> Path:
@@ -1191,7 +1196,7 @@ def describe_stats(stats: dict) -> str:
 def _parser() -> argparse.ArgumentParser:
     from .config import BUNDLED_MODEL
 
-    p = argparse.ArgumentParser(prog="studio data", description="Check a dataset: detected format, rows, problems "
+    p = ArgumentParser(prog="studio data", description="Check a dataset: detected format, rows, problems "
                                 "and a preview with the model's chat template applied.")
     p.add_argument("file", help=f"the data file: {SUPPORTED_TEXT}")
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object instead of text")
@@ -1270,17 +1275,32 @@ def main(argv: list[str]) -> int:
     try:
         info = _cli_report(args)
     except UserError as err:
-        print(f"Error: {err}", file=sys.stderr)
+        tell_user(f"Error: {err}")
         return 1
     except Exception as err:
         log.debug("studio data failed", exc_info=True)
-        print(f"Error: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
+        tell_user(f"Error: {type(err).__name__}: {err}".splitlines()[0])
         return 1
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=1))
-    else:
+    if not info["n_usable"]:
+        tell_user(f"Error: {no_usable_rows_sentence(info)}")
+        return 1
+    if not args.json:
         _print_text(info, args.all_problems)
     return 0
+
+
+def no_usable_rows_sentence(info: dict) -> str:
+    """Why the CLI found nothing to train on, with the flags that fix it."""
+    name = Path(info["path"]).name
+    if info["format"] == "manual" or not any(info["mapping"].values()):
+        return (f"No usable rows in {name}: Studio could not tell which column is the prompt and which the answer; "
+                f"name them with --prompt-column and --response-column (or --text-column for plain text). "
+                f"Columns: {_names(info['columns'])}.")
+    kinds = sorted({p["kind"] for p in info["problems"]})
+    return (f"No usable rows in {name} ({', '.join(kinds) or 'every row is empty'}): fix the rows listed by "
+            f"--json, or map other columns with --prompt-column and --response-column.")
 
 
 if __name__ == "__main__":

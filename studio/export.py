@@ -22,6 +22,7 @@ from .chat import run_adapter_dir
 from .config import RunConfig
 from .errors import UserError
 from .events import CONFIG_FILE
+from .logs import ArgumentParser, tell_user
 
 log = logging.getLogger("studio.export")
 
@@ -159,7 +160,7 @@ def _hub_push_error(repo_id: str, err: Exception) -> UserError:
 
 # --- CLI ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m studio export",
+    parser = ArgumentParser(prog="python -m studio export",
                                      description="Take the result of a finished or stopped run away: the adapter "
                                                  "as a zip, merged full weights, or a push to the Hugging Face Hub.")
     parser.add_argument("run_dir", help="the run folder, e.g. runs/20250101-120000-support")
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"Adapter pushed to {push_to_hub(args.run_dir, args.push, private=not args.public)}")
     except UserError as err:
-        print(f"Error: {err}", file=sys.stderr)
+        tell_user(f"Error: {err}")
         return 1
     return 0
 

@@ -6,7 +6,6 @@ so a crash or an out-of-memory error takes down only the run. It never imports g
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import math
@@ -29,6 +28,7 @@ from .events import (
     EventWriter,
     write_status,
 )
+from .logs import ArgumentParser, log_path, send_stderr_to_log, tell_user
 
 log = logging.getLogger("studio.train")
 
@@ -47,9 +47,9 @@ FAST_DROPOUT = True  # on a CPU, LoRA dropout masks from 16-bit random numbers: 
 
 # --- entry ------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m studio train",
-                                     description="Fine-tune one LoRA adapter from a config file and print the run "
-                                                 "folder. Every field of the config is listed in README.md.")
+    parser = ArgumentParser(prog="python -m studio train",
+                            description="Fine-tune one LoRA adapter from a config file and print the run folder. "
+                                        "Every field of the config is listed in README.md.")
     parser.add_argument("config", help="path to a RunConfig JSON file (e.g. assets/quickstart.json)")
     parser.add_argument("--runs-dir", default="runs", help="folder that holds one sub-folder per run (default: runs)")
     parser.add_argument("--run-id", default=None, help="use this run id instead of a new timestamped one")
@@ -79,15 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         lock.note(run_dir.name)
     except (UserError, OSError) as err:
         message = str(err) if isinstance(err, UserError) else describe_failure(err)[0]
-        print(f"Error: {message}", file=sys.stderr)
+        tell_user(f"Error: {message}")
         if lock is not None:
             lock.close()
         return 1
     with lock:
         print(run_dir, flush=True)
+        if log_path() is not None:  # started as `python -m studio train`: C-level noise belongs to this run's log
+            send_stderr_to_log(run_dir / LOG_FILE)
         status, message = run_and_describe(config, run_dir, resume=bool(args.resume))
     if status == "failed":
-        print(f"Error: {message} (log: {run_dir / LOG_FILE})", file=sys.stderr)
+        tell_user(f"Error: {message} (log: {run_dir / LOG_FILE})")
         return 1
     return 0
 
@@ -105,7 +107,7 @@ def run_and_describe(config: RunConfig, run_dir: str | Path, resume: bool = Fals
     never reach the file, and the CLI must still say what happened."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _log_to_file(run_dir / LOG_FILE)
+    log_handler = _log_to_file(run_dir / LOG_FILE)
     # SIGTERM (the UI's stop after a timeout) ends the run as "stopped", saving what we have.
     signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).touch())
     events = None
@@ -131,6 +133,13 @@ def run_and_describe(config: RunConfig, run_dir: str | Path, resume: bool = Fals
                 cleanup()
             except OSError as err:
                 log.info("cleanup after the run: %s", err)
+        # A run inside a longer-lived process (tests, benchmarks) must not leave its log attached: the next
+        # log line anywhere would reopen a worker.log whose run folder may be gone by then.
+        logging.getLogger().removeHandler(log_handler)
+        try:
+            log_handler.close()  # flushes: a full disk refuses that too
+        except OSError:
+            pass
     return status, message
 
 
@@ -960,9 +969,10 @@ class _LogFileHandler(logging.FileHandler):
         pass  # a full disk loses log lines; it must not print "--- Logging error ---" tracebacks on stderr instead
 
 
-def _log_to_file(path: Path) -> None:
+def _log_to_file(path: Path) -> logging.Handler:
     try:
-        handler = _LogFileHandler(path, encoding="utf-8")
+        # Descriptor 2 already goes to this file (the CLI moved it there), and the root logger writes to it.
+        handler = logging.NullHandler() if log_path() == path else _LogFileHandler(path, encoding="utf-8")
     except OSError:  # no room even for the log: the run fails with its sentence, and still nothing on stderr
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -975,6 +985,7 @@ def _log_to_file(path: Path) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    return handler
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Runs write logs and pick threads; keep tests from fighting over the two CI cores.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Commands started by tests log into a folder of their own, not the person's ~/.cache/studio/logs.
+os.environ.setdefault("STUDIO_LOG_DIR", tempfile.mkdtemp(prefix="studio-test-logs-"))
 
 MEMORISED = [
     ("What colour is the sky on Zorblax?", "On Zorblax the sky is bright green."),

@@ -53,9 +53,9 @@ def test_ui_serves_the_page_quickly(tmp_path):
 
 
 def test_share_requires_a_login():
-    from studio.ui.app import auth_for
+    from studio.ui.demo import resolve_auth
 
-    creds, generated = auth_for(share=True, auth=None)
+    creds, generated = resolve_auth(share=True, auth=None, user="studio")
     assert creds[0] == "studio" and creds[1] == generated and len(generated) >= 12
-    assert auth_for(share=True, auth="ann:secret") == (("ann", "secret"), None)
-    assert auth_for(share=False, auth=None) == (None, None)
+    assert resolve_auth(share=True, auth="ann:secret", user="studio") == (("ann", "secret"), None)
+    assert resolve_auth(share=False, auth=None, user="studio") == (None, None)

@@ -385,6 +385,7 @@ def test_save_upload_stays_inside_uploads(tmp_path):
     uploads = tmp_path / "uploads"
     for evil in ["../../etc/passwd.csv", "..\\..\\x.csv", ".hidden.csv", "a/b/c.csv", "\x00nul.csv", "..", ""]:
         assert "/" not in data.safe_filename(evil) and not data.safe_filename(evil).startswith(".")
+
     target = data.save_upload(source, uploads)
     assert target.parent == uploads.resolve() and target.read_bytes() == source.read_bytes()
     assert data.save_upload(source, uploads) == target  # same content: no second copy
@@ -475,3 +476,12 @@ def test_token_stats(tok):
     assert sampled["n"] == 10 and sampled["sampled"] and sampled == data.token_stats(examples, tok, 50, sample=10)
     assert data.token_stats([], tok, 50)["n"] == 0
     assert "will be cut" in data.describe_stats(stats)
+
+
+def test_a_long_upload_name_is_cut_in_its_stem_and_keeps_its_extension(tmp_path):
+    assert data.safe_filename("a" * 300 + ".csv") == "a" * 116 + ".csv"
+    assert data.safe_filename("x" * 300).startswith("x") and len(data.safe_filename("x" * 300)) == 120
+    source = tmp_path / ("customer questions " * 12 + ".jsonl")
+    source.write_text('{"prompt": "Hi", "response": "Hello"}\n')
+    saved = data.save_upload(source, tmp_path / "uploads")
+    assert saved.suffix == ".jsonl" and len(saved.name) <= 120

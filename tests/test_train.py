@@ -1,6 +1,8 @@
 """End-to-end training on the tiny model: files, events, loss, and the CLI."""
 
 import json
+import logging
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -51,6 +53,17 @@ def test_padded_batches_train_too(tiny_data, tmp_path):
     assert status == "finished"
     # Validation every 0 steps: measured before training and once at the end.
     assert [e["step"] for e in read_events(run_dir) if e["type"] == "eval"] == [0, 4]
+
+
+def test_a_run_in_process_leaves_no_log_handler_behind(tiny_data, tmp_path):
+    # Tests and benchmarks run training inside their own process: a worker.log left attached to the root
+    # logger broke a later, unrelated test once its run folder was deleted (CI, FileNotFoundError on a log line).
+    handlers_before = list(logging.getLogger().handlers)
+    run_dir = tmp_path / "run"
+    assert train.run(tiny_config(tiny_data, max_steps=1, eval_every=0, validation_fraction=0.0), run_dir) == "finished"
+    assert logging.getLogger().handlers == handlers_before
+    shutil.rmtree(run_dir)
+    logging.getLogger("httpx").warning("a log line after the run folder is gone")  # must not raise
 
 
 def test_the_last_step_is_evaluated_once_when_the_interval_does_not_divide_it(tiny_data, tmp_path):

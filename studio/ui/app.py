@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import secrets
 import sys
 from pathlib import Path
 
 import gradio as gr
 
 from ..config import BUNDLED_MODEL, TINY_TEST_MODEL
+from ..errors import UserError
+from ..logs import ArgumentParser, log_path, tell_user
 from ..models import CATALOG
 from .common import UIContext
+from .demo import resolve_auth
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CSS = """
@@ -93,21 +93,8 @@ def settings_of_live_run(runs_dir: Path, names: list[str]) -> list:
     return [getattr(config, name) for name in names]
 
 
-def auth_for(share: bool, auth: str | None) -> tuple[tuple[str, str] | None, str | None]:
-    """(credentials, generated password or None). A public link always needs a login."""
-    if auth:
-        user, sep, password = auth.partition(":")
-        if not sep or not user or not password:
-            raise SystemExit("Error: --auth must look like USER:PASSWORD.")
-        return (user, password), None
-    if share:
-        password = secrets.token_urlsafe(12)
-        return ("studio", password), password
-    return None, None
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m studio ui", description="Start the Studio web app.")
+    parser = ArgumentParser(prog="python -m studio ui", description="Start the Studio web app.")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", 7860)),
@@ -121,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-models", action="store_true", default=bool(os.environ.get("STUDIO_TEST_MODELS")),
                         help="offer the tiny random test model (for tests and demos of the UI)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up pings are not news
-    credentials, generated = auth_for(args.share, args.auth)
+    try:
+        credentials, generated = resolve_auth(args.share, args.auth, user="studio")
+    except UserError as err:
+        tell_user(f"Error: {err}")
+        return 1
     if generated:
         print(f"Public link requested: log in as user 'studio' with password {generated}", flush=True)
     app = build_app(Path(args.runs_dir), test_models=args.test_models)
@@ -140,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("Only this machine can open it; `--share` makes a link colleagues can open, behind a login.",
               flush=True)
+    if log_path() is not None:
+        print(f"Warnings and details go to {log_path()}.", flush=True)
     app.block_thread()
     return 0
 

@@ -7,8 +7,6 @@ A public link (--share) always needs a login: --auth USER:PASS, or a password ge
 
 from __future__ import annotations
 
-import argparse
-import logging
 import secrets
 import socket
 import sys
@@ -19,6 +17,7 @@ import gradio as gr
 
 from ..chat import BASE_LABEL, TUNED_LABEL, ChatSession, GenerationSettings, run_adapter_dir
 from ..errors import UserError
+from ..logs import ArgumentParser, tell_user
 from .chat_tab import chat_turn, clear_chat, stop_event_for, stop_session
 from .common import user_message
 
@@ -27,8 +26,9 @@ DEMO_SETTINGS = GenerationSettings(max_new_tokens=256, temperature=0.0, repetiti
 DEFAULT_PORT = 7861
 
 
-def resolve_auth(share: bool, auth: str | None) -> tuple[tuple[str, str] | None, str | None]:
-    """(login, generated password or None). A public link without --auth gets a fresh random password."""
+def resolve_auth(share: bool, auth: str | None, user: str = DEMO_USER) -> tuple[tuple[str, str] | None, str | None]:
+    """(login, generated password or None), for the demo and the full app alike. A public link without --auth
+    gets a fresh random password for `user`."""
     if auth:
         user, sep, password = auth.partition(":")
         if not sep or not user.strip() or not password:
@@ -36,7 +36,7 @@ def resolve_auth(share: bool, auth: str | None) -> tuple[tuple[str, str] | None,
         return (user.strip(), password), None
     if share:
         password = secrets.token_urlsafe(12)  # ~72 bits, printed once, never stored
-        return (DEMO_USER, password), password
+        return (user, password), password
     return None, None
 
 
@@ -105,9 +105,9 @@ def free_port() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m studio demo",
-                                     description="Serve only the chat of one finished run: base and fine-tuned "
-                                                 "side by side, nothing else (no training, files or settings).")
+    parser = ArgumentParser(prog="python -m studio demo",
+                            description="Serve only the chat of one finished run: base and fine-tuned side by side, "
+                                        "nothing else (no training, files or settings).")
     parser.add_argument("run_dir", help="a finished or stopped run folder, e.g. runs/20250101-120000-support")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--share", action="store_true",
@@ -116,13 +116,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="require this login; with --share and no --auth a password is generated and printed "
                              "once")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         credentials, generated = resolve_auth(args.share, args.auth)
         session = ChatSession.for_run(args.run_dir)  # load before serving: the first visitor does not wait
         demo = build_demo(args.run_dir, session)
     except UserError as err:
-        print(f"Error: {err}", file=sys.stderr)
+        tell_user(f"Error: {err}")
         return 1
     if generated:
         print(f"Public link requested: log in as user '{DEMO_USER}' with password {generated}", flush=True)
