@@ -341,24 +341,45 @@ def reap_children():
 
 
 def stop_run(run_dir: Path, grace_s: float = STOP_GRACE_S) -> None:
-    """Ask the worker to stop (it saves the adapter and a checkpoint); SIGTERM if it does not in time."""
+    """Ask the worker to stop (it saves the adapter and a checkpoint); SIGTERM if it does not in time, and SIGKILL
+    if it still does not (a hung worker): Stop always ends the run."""
     (run_dir / STOP_FILE).touch()
     pid = _int(read_status(run_dir).get("pid")) or _read_pid(run_dir)
-    if grace_s <= 0 or not pid:
+    if not pid:
+        return
+    # A worker paused with SIGSTOP (Ctrl+Z, a debugger) can neither see the stop file nor act on SIGTERM.
+    _send(pid, signal.SIGCONT)
+    if grace_s <= 0:
         return
 
     def escalate():
-        deadline = time.time() + grace_s
-        while time.time() < deadline:
-            if not _pid_alive(pid):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if _gone_within(pid, grace_s):
                 return
-            time.sleep(0.5)
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+            log.info("run %s did not stop in %.0f s: sending %s", run_dir.name, grace_s, sig.name)
+            _send(pid, sig)
+        if _gone_within(pid, 10.0):
+            write_status(run_dir, status="stopped", step=read_status(run_dir).get("step"),
+                         message="Stopped by force: the training process did not answer. Resume continues from "
+                                 "the last checkpoint.")
 
-    threading.Thread(target=escalate, daemon=True).start()
+    threading.Thread(target=escalate, name=f"stop-{run_dir.name}", daemon=True).start()
+
+
+def _send(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if not _pid_alive(pid):
+            return True
+        time.sleep(0.2)
+    return not _pid_alive(pid)
 
 
 def wait_for(run_dir: Path, timeout_s: float = 600.0, states=FINAL) -> dict:

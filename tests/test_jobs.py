@@ -2,13 +2,16 @@
 
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
 from studio import jobs
 from studio.errors import UserError
-from studio.events import read_events, replay
+from studio.events import read_events, replay, write_status
 
 from .test_train import tiny_config
 
@@ -86,3 +89,21 @@ def test_history_lists_compares_and_deletes(tiny_data, runs_dir):
     assert not a.exists()
     with pytest.raises(UserError, match="not a valid run id"):
         jobs.delete_run(runs_dir, "../etc")
+
+
+def test_stop_ends_a_paused_or_hung_worker(tmp_path):
+    # A worker that ignores the stop file and SIGTERM, and is paused with SIGSTOP on top: Stop must still end it.
+    hung = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                             "signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"],
+                            stdout=subprocess.PIPE, text=True)
+    threading.Thread(target=hung.wait, daemon=True).start()  # reaped as the server reaps its workers
+    try:
+        assert hung.stdout.readline().strip() == "ready"
+        os.kill(hung.pid, signal.SIGSTOP)
+        write_status(tmp_path, status="running", pid=hung.pid, step=7)
+        jobs.stop_run(tmp_path, grace_s=0.5)
+        wait_until(lambda: jobs.run_state(tmp_path).get("status") == "stopped", timeout=20)
+        assert hung.poll() is not None or not jobs._pid_alive(hung.pid)
+        assert "Resume continues" in jobs.run_state(tmp_path)["message"]
+    finally:
+        hung.kill()
