@@ -30,13 +30,14 @@ $(STAMP): pyproject.toml $(LOCK) Makefile
 	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM)"
 	touch $(STAMP)
 
-# Regenerate the lock from pyproject.toml's ranges (an upgrade is this commit, never a surprise). Resolved against
-# the torch pin above, so the lock holds the CPU build's dependencies; torch itself stays out of it.
+# Regenerate the lock from pyproject.toml's ranges: pins already in it stay (a new dependency only adds its own);
+# `make lock UPGRADE=1` moves every package to the newest allowed version, after `make test-latest` passed. Resolved
+# against the torch pin above, so the lock holds the CPU build's dependencies; torch itself stays out of it.
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q pip-tools
 	echo "$(TORCH)" > $(VENV)/torch-pin.txt
-	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile -q --upgrade --extra test --extra gpu --strip-extras --unsafe-package torch \
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile -q $(if $(UPGRADE),--upgrade) --extra test --extra gpu --strip-extras --unsafe-package torch \
 	  --constraint $(VENV)/torch-pin.txt --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
 	  -o $(LOCK) pyproject.toml
 
