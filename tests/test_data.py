@@ -220,7 +220,7 @@ def test_shipped_samples():
 
 # --- per-row problems --------------------------------------------------------------------------
 def test_row_problems_with_row_numbers(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_EXAMPLE_CHARS", 200)
+    monkeypatch.setattr(data.formats, "MAX_EXAMPLE_CHARS", 200)
     rows = [
         {"prompt": "ok", "completion": "fine"},  # 1
         {"prompt": "no answer", "completion": "   "},  # 2 empty response

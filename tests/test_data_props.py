@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from studio import data
 from studio.data import DataError, DataReport, load_data
+from studio.data import load as data_load
 from studio.models import load_tokenizer
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -22,9 +23,9 @@ EXTENSIONS = [".csv", ".tsv", ".json", ".jsonl", ".txt", ".parquet", ".xlsx"]
 @pytest.fixture(autouse=True, scope="module")
 def strict_reader():
     """Unexpected exceptions propagate instead of being turned into a generic DataError, so bugs show."""
-    old, data.STRICT = data.STRICT, True
+    old, data_load.STRICT = data_load.STRICT, True
     yield
-    data.STRICT = old
+    data_load.STRICT = old
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,176 @@
+"""Load: read -> detect -> normalise -> check, as one DataReport; the split and a run's train/validation rows."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DataError, UserError
+from .checks import UNUSABLE, RowProblem
+from .formats import FORMAT_LABELS, ColumnMapping, _apply_mapping, _columns_of, _normalise, detect_format
+from .readers import DEFAULT_MAX_BYTES, EXTENSIONS, _check_name, _read_table, _Table
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
+
+log = logging.getLogger(__name__)
+
+PREVIEW_ROWS = 20  # rows kept as read, for the table in the Data tab
+
+# Set by tests: unexpected exceptions in the readers propagate instead of becoming a DataError.
+STRICT = False
+
+
+@dataclass
+class DataReport:
+    path: str
+    format: str
+    columns: list[str]
+    n_rows: int
+    examples: list  # list[dict | None]: normalised, same order as rows; None where the row is unusable
+    problems: list[RowProblem]
+    mapping: ColumnMapping
+    preview: Any  # pandas.DataFrame of the first rows as read (cells as display strings)
+    notes: list[str] = field(default_factory=list)  # file-level remarks (encoding, sheet, JSON shape)
+    message: str = ""  # why no row could be used (format not recognised), else ""
+
+    @property
+    def format_label(self) -> str:
+        return FORMAT_LABELS.get(self.format, self.format)
+
+    def good_examples(self) -> list[dict]:
+        return [e for e in self.examples if e is not None]
+
+    def bad_rows(self, include_duplicates: bool = True) -> list[int]:
+        """1-based rows that "Drop bad rows" removes: unusable ones, and repeats unless told otherwise."""
+        kinds = UNUSABLE | ({"duplicate"} if include_duplicates else set())
+        return sorted({p.row for p in self.problems if p.kind in kinds})
+
+    def summary(self) -> str:
+        good = sum(e is not None for e in self.examples)
+        text = f"{self.format_label}: {self.n_rows:,} rows, {good:,} usable"
+        if good < self.n_rows:
+            text += f", {self.n_rows - good:,} with problems"
+        return text + "."
+
+
+
+def _display(value: Any, limit: int = 2000) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _preview_frame(table: _Table):
+    import pandas as pd
+
+    rows = table.records[:PREVIEW_ROWS]
+    data = {c: [_display(r.get(c)) if isinstance(r, dict) else "" for r in rows] for c in table.columns}
+    return pd.DataFrame(data, columns=table.columns, index=range(len(rows)), dtype=object)
+
+
+def load_data(path, mapping: ColumnMapping | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> DataReport:
+    """Read, detect, normalise and check one data file. Raises DataError for a file that cannot be used at all."""
+    path = Path(path)
+    try:
+        return _load_data(path, mapping, max_bytes)
+    except UserError as err:
+        if "\n" in str(err):  # a file's own text (a column name) must not break the one-line message
+            raise type(err)(" ".join(str(err).split())) from None
+        raise
+    except RecursionError:
+        raise DataError(f"{path.name} is nested too deeply to read: use a flat list of examples.") from None
+    except MemoryError:
+        raise DataError(f"{path.name} is too large for this machine's memory: keep fewer rows.") from None
+    except Exception as err:
+        if STRICT:
+            raise
+        log.exception("reading %s failed", path)
+        raise DataError(f"{path.name} could not be read ({type(err).__name__}): check that it is a valid "
+                        f"{EXTENSIONS.get(path.suffix.lower(), 'data')} file, or save it again as CSV or "
+                        f"JSONL.") from err
+
+
+def _load_data(path: Path, mapping: ColumnMapping | None, max_bytes: int) -> DataReport:
+    _check_name(path)
+    table = _read_table(path, max_bytes)
+    fmt, detected, conversation = detect_format(table.columns, table.records)
+    used = detected
+    if mapping is not None and mapping.is_set():
+        for part in ("prompt", "response", "system", "text"):
+            spec = (getattr(mapping, part) or "").strip()
+            if spec:
+                _columns_of(spec, table.columns, path.name, part)
+        fmt, used = _apply_mapping(mapping, fmt, detected, path.name)
+    examples, problems = _normalise(table, fmt, used, conversation, path.name)
+    message = ""
+    if fmt == "unknown":
+        message = (f"Studio could not tell which column of {path.name} is the prompt and which is the answer: "
+                   f"choose them in the column mapping.")
+    return DataReport(path=str(path), format=fmt, columns=list(table.columns), n_rows=len(table.records),
+                      examples=examples, problems=problems, mapping=used, preview=_preview_frame(table),
+                      notes=table.notes, message=message)
+
+
+
+
+def split_sizes(n: int, fraction: float) -> tuple[int, int]:
+    """(train, validation) counts for n examples. With a fraction above 0 and at least 2 examples,
+    each side gets at least one."""
+    if not 0 <= fraction < 1:
+        raise DataError(f"The validation fraction is {fraction}: use a number from 0 to 0.5.")
+    n_val = round(n * fraction)
+    if fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    elif n < 2:
+        n_val = 0
+    return n - n_val, n_val
+
+
+def split_examples(examples: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, validation): a seeded random share held out (see split_sizes); both keep the original order."""
+    n = len(examples)
+    n_val = split_sizes(n, fraction)[1]
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_val])
+    train = [e for i, e in enumerate(examples) if i not in held]
+    val = [e for i, e in enumerate(examples) if i in held]
+    return train, val
+
+
+def mapping_from_config(config: RunConfig) -> ColumnMapping | None:
+    mapping = ColumnMapping(prompt=config.prompt_column, response=config.response_column,
+                            system=config.system_column, text=config.text_column)
+    return mapping if mapping.is_set() else None
+
+
+def _usable(report: DataReport, role: str) -> list[dict]:
+    good = report.good_examples()
+    if good:
+        return good
+    name = Path(report.path).name
+    if report.message:
+        raise DataError(report.message)
+    kinds = Counter(p.kind for p in report.problems if p.kind in UNUSABLE)
+    common = kinds.most_common(1)[0][0].replace("_", " ") if kinds else "unknown"
+    raise DataError(f"No usable rows in the {role} file {name}: all {report.n_rows} rows have problems (most often: "
+                    f"{common}); fix them, or check the column mapping in the Data tab.")
+
+
+def load_for_config(config: RunConfig) -> tuple[list[dict], list[dict]]:
+    """Train and validation examples for a run, bad rows dropped."""
+    if not config.data_path:
+        raise DataError("No training data: upload a file in the Data tab.")
+    mapping = mapping_from_config(config)
+    train = _usable(load_data(config.data_path, mapping), "training")
+    if config.validation_path:
+        return train, _usable(load_data(config.validation_path, mapping), "validation")
+    return split_examples(train, config.validation_fraction, config.seed)
+
