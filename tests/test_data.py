@@ -11,7 +11,7 @@ import pytest
 
 from studio import data
 from studio.config import RunConfig
-from studio.data import ColumnMapping, DataError, encode_example, load_data, render_segments, split_examples
+from studio.data import Chat, ColumnMapping, DataError, Text, encode_example, load_data, render_segments, split_examples
 from studio.models import load_tokenizer
 
 SAMPLES = Path(__file__).resolve().parents[1] / "assets" / "samples"
@@ -43,8 +43,9 @@ def write_csv(path: Path, header: list[str], rows: list[list], delimiter: str = 
     return path
 
 
-def turns(example: dict) -> list[tuple[str, str]]:
-    return [(m["role"], m["content"]) for m in example["messages"]]
+def turns(example: Chat) -> list[tuple[str, str]]:
+    assert isinstance(example, Chat), example
+    return [(m["role"], m["content"]) for m in example.messages]
 
 
 def one_sentence(message: str) -> str:
@@ -131,12 +132,12 @@ def test_messages_column_as_json_text_in_csv(tmp_path):
 
 def test_text_column_and_txt_files(tmp_path):
     report = load_data(write_csv(tmp_path / "t.csv", ["text", "source"], [["First doc.", "a"], ["Second.", "b"]]))
-    assert report.format == "text" and report.examples == [{"text": "First doc."}, {"text": "Second."}]
+    assert report.format == "text" and report.examples == [Text("First doc."), Text("Second.")]
     paragraphs = load_data(write(tmp_path / "p.txt", "Para one\ncontinues.\n\n\nPara two.\n"))
     assert paragraphs.format == "text"
-    assert paragraphs.examples == [{"text": "Para one\ncontinues."}, {"text": "Para two."}]
+    assert paragraphs.examples == [Text("Para one\ncontinues."), Text("Para two.")]
     lines = load_data(write(tmp_path / "l.txt", "line one\nline two\r\nline three"))
-    assert [e["text"] for e in lines.examples] == ["line one", "line two", "line three"]
+    assert [e.text for e in lines.examples] == ["line one", "line two", "line three"]
 
 
 def test_json_object_of_arrays_and_wrapped_list(tmp_path):
@@ -183,7 +184,7 @@ def test_unknown_columns_then_manual_mapping(tmp_path):
     assert mapped.format == "manual"
     assert turns(mapped.examples[0]) == [("system", "Be terse."), ("user", "Ping?"), ("assistant", "Pong.")]
     text = load_data(path, ColumnMapping(text="col_b"))
-    assert text.examples == [{"text": "Pong."}]
+    assert text.examples == [Text("Pong.")]
 
 
 def test_manual_mapping_errors(tmp_path):
@@ -214,7 +215,7 @@ def test_shipped_samples():
         assert not [p for p in report.problems if p.kind in data.UNUSABLE], name
     support = load_data(SAMPLES / "customer_support.jsonl")
     assert 250 <= support.n_rows <= 350
-    answers = [m["content"] for e in support.examples for m in e["messages"] if m["role"] == "assistant"]
+    answers = [e.answer for e in support.examples]
     assert all(a.endswith("— Brightwave Support") for a in answers)
 
 
@@ -278,7 +279,7 @@ def test_non_utf8_rows_are_decoded_and_flagged(tmp_path):
 def test_utf8_bom_and_utf16(tmp_path):
     text = "prompt,completion\nhé,ho\n"
     assert load_data(write(tmp_path / "bom.csv", b"\xef\xbb\xbf" + text.encode())).columns == ["prompt", "completion"]
-    assert load_data(write(tmp_path / "u16.csv", text.encode("utf-16"))).examples[0]["messages"][0]["content"] == "hé"
+    assert load_data(write(tmp_path / "u16.csv", text.encode("utf-16"))).examples[0].prompt == "hé"
 
 
 # --- bad files: one clear sentence -------------------------------------------------------------
@@ -358,26 +359,31 @@ def test_split_is_deterministic_and_partitions():
     assert split_examples(examples[:1], 0.3, seed=0) == (examples[:1], [])
 
 
-def test_load_for_config(tmp_path):
+def test_load_examples(tmp_path):
     with pytest.raises(DataError, match="No training data: upload a file in the Data tab."):
-        data.load_for_config(RunConfig())
+        data.load_examples(RunConfig())
     path = write_jsonl(tmp_path / "t.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(20)]
                        + [{"prompt": "bad", "completion": ""}])
-    train, val = data.load_for_config(RunConfig(data_path=str(path), validation_fraction=0.25, seed=3))
+    train, val = data.load_examples(RunConfig(data_path=str(path), validation_fraction=0.25, seed=3))
     assert (len(train), len(val)) == (15, 5)
-    assert (train, val) == data.load_for_config(RunConfig(data_path=str(path), validation_fraction=0.25, seed=3))
+    assert (train, val) == data.load_examples(RunConfig(data_path=str(path), validation_fraction=0.25, seed=3))
+    # The dict shape at the boundary with code that has not switched (chat.py): the same rows, as dicts.
+    dicts = data.load_for_config(RunConfig(data_path=str(path), validation_fraction=0.25, seed=3))
+    assert dicts == ([e.to_dict() for e in train], [e.to_dict() for e in val])
+    assert dicts[0][0] == {"messages": [{"role": "user", "content": train[0].prompt},
+                                        {"role": "assistant", "content": train[0].answer}]}
     other = write_jsonl(tmp_path / "v.jsonl", [{"prompt": "vq", "completion": "va"}])
-    train, val = data.load_for_config(RunConfig(data_path=str(path), validation_path=str(other)))
+    train, val = data.load_examples(RunConfig(data_path=str(path), validation_path=str(other)))
     assert len(train) == 20 and turns(val[0]) == [("user", "vq"), ("assistant", "va")]
-    mapped = data.load_for_config(RunConfig(data_path=str(path), prompt_column="completion",
+    mapped = data.load_examples(RunConfig(data_path=str(path), prompt_column="completion",
                                             response_column="prompt", validation_fraction=0.0))[0]
     assert turns(mapped[0]) == [("user", "a0"), ("assistant", "q0")]
     empty = write_jsonl(tmp_path / "e.jsonl", [{"prompt": "x", "completion": ""}])
     with pytest.raises(DataError, match="No usable rows"):
-        data.load_for_config(RunConfig(data_path=str(empty)))
+        data.load_examples(RunConfig(data_path=str(empty)))
     unknown = write_csv(tmp_path / "u.csv", ["a", "b"], [["1", "2"]])
     with pytest.raises(DataError, match="column mapping"):
-        data.load_for_config(RunConfig(data_path=str(unknown)))
+        data.load_examples(RunConfig(data_path=str(unknown)))
 
 
 def test_save_upload_stays_inside_uploads(tmp_path):
@@ -485,3 +491,36 @@ def test_a_long_upload_name_is_cut_in_its_stem_and_keeps_its_extension(tmp_path)
     source.write_text('{"prompt": "Hi", "response": "Hello"}\n')
     saved = data.save_upload(source, tmp_path / "uploads")
     assert saved.suffix == ".jsonl" and len(saved.name) <= 120
+
+
+# --- preference pairs (trained as supervised data on `chosen` until preference training lands) -------------------
+def test_preference_columns_train_on_chosen_and_say_so(tmp_path):
+    path = write_csv(tmp_path / "prefs.csv", ["prompt", "chosen", "rejected"],
+                     [["Capital of France?", "Paris.", "Lyon."], ["2+2?", "4", "5"]])
+    report = load_data(path)
+    assert report.format == "preference" and "Preference" in report.format_label
+    assert turns(report.examples[0]) == [("user", "Capital of France?"), ("assistant", "Paris.")]
+    assert data.formats.PREFERENCE_NOTE in report.notes and "chosen answer only" in data.formats.PREFERENCE_NOTE
+    plain = load_data(write_csv(tmp_path / "plain.csv", ["prompt", "chosen"], [["Capital?", "Paris."]]))
+    assert plain.format == "pairs" and data.formats.PREFERENCE_NOTE not in plain.notes
+
+
+def test_preference_conversations_train_on_the_chosen_conversation(tmp_path):
+    rows = [{"prompt": "Hi?", "chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello!"}],
+             "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Go away."}]},
+            {"prompt": "Bye?", "chosen": [{"role": "assistant", "content": "Goodbye!"}],  # answer only: prompt joins
+             "rejected": [{"role": "assistant", "content": "Whatever."}]}]
+    report = load_data(write_jsonl(tmp_path / "prefs.jsonl", rows))
+    assert report.format == "preference_chat" and data.formats.PREFERENCE_NOTE in report.notes
+    assert turns(report.examples[0]) == [("user", "Hi?"), ("assistant", "Hello!")]
+    assert turns(report.examples[1]) == [("user", "Bye?"), ("assistant", "Goodbye!")]
+
+
+def test_a_pipe_is_not_called_a_folder(tmp_path):
+    import os
+
+    fifo = tmp_path / "data.csv"
+    os.mkfifo(fifo)
+    message = one_sentence(data_error(fifo))
+    assert "not a regular file" in message and "folder" not in message
+    assert "folder" in data_error(tmp_path)

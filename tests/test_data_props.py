@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from studio import data
-from studio.data import DataError, DataReport, load_data
+from studio.data import Chat, DataError, DataReport, Text, load_data
 from studio.data import load as data_load
 from studio.models import load_tokenizer
 
@@ -52,13 +52,17 @@ def check_report(report: DataReport) -> None:
     assert len(report.preview) == min(report.n_rows, data.PREVIEW_ROWS)
     for p in report.problems:
         assert 1 <= p.row <= report.n_rows and p.message
-    for example in report.good_examples():
-        if "text" in example:
-            assert isinstance(example["text"], str) and example["text"]
-        else:
-            roles = [m["role"] for m in example["messages"]]
-            assert set(roles) <= {"system", "user", "assistant"} and roles[-1] == "assistant"
-            assert all(isinstance(m["content"], str) for m in example["messages"])
+    for example in report.usable():
+        match example:
+            case Text():
+                assert isinstance(example.text, str) and example.text
+            case Chat():
+                roles = [m["role"] for m in example.messages]
+                assert set(roles) <= {"system", "user", "assistant"} and roles[-1] == "assistant"
+                assert all(isinstance(m["content"], str) for m in example.messages)
+            case _:
+                raise AssertionError(f"not a typed example: {example!r}")
+    assert report.good_examples() == [e.to_dict() for e in report.usable()]  # the dict shape at the boundary
 
 
 @SETTINGS

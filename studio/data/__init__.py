@@ -1,10 +1,11 @@
 """Data: read a file -> detect its format -> normalise every row to one form -> check per row.
 
-One internal form for every format: an example is {"messages": [{"role": "system"|"user"|"assistant",
-"content": str}, ...]} or {"text": str}. The package's modules, in the order a file goes through them:
+One internal form for every format: a typed example, Chat (messages with role and content) or Text (see
+examples.py). The package's modules, in the order a file goes through them:
 
 - readers.py   a file (CSV, TSV, JSON, JSONL, Parquet, TXT, XLSX) -> records keyed by column; DataError when
                the file as a whole cannot be used, one sentence naming the problem and the fix
+- examples.py  Chat | Text, and the dict shape at the boundary with code not yet switched
 - names.py     the column names people use for each part
 - formats.py   detect_format names the shape; normalising builds examples and per-row problems
 - checks.py    the problem kinds, which make a row unusable and which are warnings
@@ -22,19 +23,38 @@ from __future__ import annotations
 from ..errors import DataError
 from .checks import MAX_EXAMPLE_CHARS, UNUSABLE, WARNINGS, RowProblem
 from .cli import main, no_usable_rows_sentence
+from .examples import Chat, Example, Message, Text, as_example
 from .files import SAMPLES_DIR, safe_filename, sample_files, save_upload, write_clean_copy
 from .formats import CONVERSATION_FORMATS, DETECT_SAMPLE, FORMAT_LABELS, PAIR_FORMATS, ColumnMapping, detect_format
-from .load import PREVIEW_ROWS, DataReport, load_data, load_for_config, mapping_from_config, split_examples, split_sizes
+from .load import (
+                   PREVIEW_ROWS,
+                   DataReport,
+                   load_data,
+                   load_examples,
+                   load_for_config,
+                   mapping_from_config,
+                   split_examples,
+                   split_sizes,
+)
 from .names import CONVERSATION_NAMES, PROMPT_NAMES, RESPONSE_NAMES, ROLE_ALIASES, SYSTEM_NAMES, TEXT_NAMES
 from .readers import DEFAULT_MAX_BYTES, EXTENSIONS, SUPPORTED_TEXT
-from .template import END_OF_TURN_MARKERS, describe_stats, encode_example, render_chat, render_segments, token_stats
+from .template import (
+                   END_OF_TURN_MARKERS,
+                   describe_stats,
+                   encode_example,
+                   render_chat,
+                   render_segments,
+                   rendered_text,
+                   token_stats,
+)
 
 __all__ = [
     "CONVERSATION_FORMATS", "CONVERSATION_NAMES", "DEFAULT_MAX_BYTES", "DETECT_SAMPLE", "END_OF_TURN_MARKERS",
     "EXTENSIONS", "FORMAT_LABELS", "MAX_EXAMPLE_CHARS", "PAIR_FORMATS", "PREVIEW_ROWS", "PROMPT_NAMES",
     "RESPONSE_NAMES", "ROLE_ALIASES", "SAMPLES_DIR", "SUPPORTED_TEXT", "SYSTEM_NAMES", "TEXT_NAMES", "UNUSABLE",
-    "WARNINGS", "ColumnMapping", "DataError", "DataReport", "RowProblem", "describe_stats", "detect_format",
-    "encode_example", "load_data", "load_for_config", "main", "mapping_from_config", "no_usable_rows_sentence",
-    "render_chat", "render_segments", "safe_filename", "sample_files", "save_upload", "split_examples",
-    "split_sizes", "token_stats", "write_clean_copy",
+    "WARNINGS", "Chat", "ColumnMapping", "DataError", "DataReport", "Example", "Message", "RowProblem", "Text",
+    "as_example", "describe_stats", "detect_format", "encode_example", "load_data", "load_examples",
+    "load_for_config", "main", "mapping_from_config", "no_usable_rows_sentence", "render_chat", "render_segments",
+    "rendered_text", "safe_filename", "sample_files", "save_upload", "split_examples", "split_sizes", "token_stats",
+    "write_clean_copy"
 ]

@@ -56,7 +56,7 @@ def _cli_report(args: argparse.Namespace) -> dict:
         if example is not None:
             preview.append({"row": row, "segments": [[t, m] for t, m in render_segments(example, tokenizer)]})
     return {"path": report.path, "format": report.format, "format_label": report.format_label,
-            "columns": report.columns, "n_rows": report.n_rows, "n_usable": len(report.good_examples()),
+            "columns": report.columns, "n_rows": report.n_rows, "n_usable": len(report.usable()),
             "mapping": dataclasses.asdict(report.mapping), "notes": report.notes, "message": report.message,
             "problems": [dataclasses.asdict(p) for p in report.problems],
             "token_stats": {k: v for k, v in stats.items() if k != "lengths"}, "stats_line": describe_stats(stats),

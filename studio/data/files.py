@@ -28,7 +28,7 @@ def write_clean_copy(report: DataReport, folder, drop_duplicates: bool = True) -
     tmp = target.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for example in good:
-            f.write(json.dumps(example, ensure_ascii=False) + "\n")
+            f.write(json.dumps(example.to_dict(), ensure_ascii=False) + "\n")
     tmp.replace(target)
     return target
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import DataError
 from .checks import MAX_EXAMPLE_CHARS, RowProblem
+from .examples import Chat, Text
 from .names import CONVERSATION_NAMES, PROMPT_NAMES, RESPONSE_NAMES, ROLE_ALIASES, SYSTEM_NAMES, TEXT_NAMES
 from .readers import _names, _Table, _type_name
 
@@ -24,11 +25,19 @@ FORMAT_LABELS = {
     "messages": "Chat messages (OpenAI: role / content)",
     "sharegpt": "ShareGPT conversations (from / value)",
     "text": "Plain text",
+    "preference": "Preference pairs (prompt / chosen / rejected)",
+    "preference_chat": "Preference pairs (chosen / rejected conversations)",
     "manual": "Columns mapped by hand",
     "unknown": "Not recognised: map the columns by hand",
 }
-PAIR_FORMATS = ("alpaca", "prompt_completion", "question_answer", "pairs", "manual")
-CONVERSATION_FORMATS = ("messages", "sharegpt")
+PAIR_FORMATS = ("alpaca", "prompt_completion", "question_answer", "pairs", "preference", "manual")
+CONVERSATION_FORMATS = ("messages", "sharegpt", "preference_chat")
+PREFERENCE_FORMATS = ("preference", "preference_chat")
+# Until preference training lands, a preference file trains as supervised data on its chosen answers: said on the
+# Data tab (report notes) and by the CLI, never done in silence.
+PREFERENCE_NOTE = ("This file holds preference pairs (chosen and rejected answers): Studio cannot train on "
+                   "preferences yet, so it trains on the prompt and the chosen answer only, as ordinary examples, and "
+                   "the rejected answers are not used.")
 
 
 @dataclass
@@ -82,6 +91,13 @@ def detect_format(columns: list[str], records: list) -> tuple[str, ColumnMapping
     for c in columns:
         by_norm.setdefault(_norm(c), c)
     system = _first_present(SYSTEM_NAMES, by_norm)
+    if "chosen" in by_norm and "rejected" in by_norm:
+        chosen = by_norm["chosen"]
+        prompt = _first_present(PROMPT_NAMES, by_norm, exclude=(chosen, by_norm["rejected"]))
+        if _conversation_style(records, chosen):  # chosen/rejected as message lists (UltraFeedback style)
+            return "preference_chat", ColumnMapping(prompt=prompt, system=system), chosen
+        if prompt:
+            return "preference", ColumnMapping(prompt=prompt, response=chosen, system=system), ""
     for n in CONVERSATION_NAMES:
         if n in by_norm:
             style = _conversation_style(records, by_norm[n])
@@ -186,7 +202,7 @@ def _cell(record: dict, column: str, what: str) -> str:
     return _text_of(record[column], what).strip()
 
 
-def _pair_example(record: dict, mapping: ColumnMapping, columns_of) -> dict:
+def _pair_example(record: dict, mapping: ColumnMapping, columns_of) -> Chat:
     prompt_cols = columns_of(mapping.prompt)
     parts = []
     for i, c in enumerate(prompt_cols):
@@ -208,10 +224,10 @@ def _pair_example(record: dict, mapping: ColumnMapping, columns_of) -> dict:
         if system:
             messages.append({"role": "system", "content": system})
     messages += [{"role": "user", "content": "\n\n".join(parts)}, {"role": "assistant", "content": response}]
-    return {"messages": messages}
+    return Chat(messages)
 
 
-def _conversation_example(record: dict, column: str, system_column: str) -> dict:
+def _conversation_example(record: dict, column: str, system_column: str, prompt_column: str = "") -> Chat:
     if column not in record:
         raise _Bad("missing_column", f"The row has no {column!r} field: add the conversation or drop the row.")
     value = record[column]
@@ -235,6 +251,10 @@ def _conversation_example(record: dict, column: str, system_column: str) -> dict
                                       f"(or human / gpt).")
         content = turn.get("content", turn.get("value", turn.get("text")))
         messages.append({"role": mapped, "content": _text_of(content, f"content of turn {number}").strip()})
+    if prompt_column and not any(m["role"] == "user" for m in messages) and prompt_column in record:
+        prompt = _text_of(record[prompt_column], "prompt").strip()  # chosen lists that hold only the answer
+        if prompt:
+            messages.insert(0, {"role": "user", "content": prompt})
     while messages and messages[-1]["role"] != "assistant":
         messages.pop()  # trailing questions have no answer to learn from
     if not any(m["role"] == "assistant" for m in messages):
@@ -248,19 +268,7 @@ def _conversation_example(record: dict, column: str, system_column: str) -> dict
         system = _text_of(record[system_column], "system prompt").strip()
         if system:
             messages.insert(0, {"role": "system", "content": system})
-    return {"messages": messages}
-
-
-def _example_key(example: dict) -> Any:
-    if "text" in example:
-        return example["text"]
-    return tuple((m["role"], m["content"]) for m in example["messages"])
-
-
-def _example_chars(example: dict) -> int:
-    if "text" in example:
-        return len(example["text"])
-    return sum(len(m["content"]) for m in example["messages"])
+    return Chat(messages)
 
 
 def _normalise(table: _Table, fmt: str, mapping: ColumnMapping, conversation: str,
@@ -296,16 +304,17 @@ def _normalise(table: _Table, fmt: str, mapping: ColumnMapping, conversation: st
                 text = _cell(record, column, "text")
                 if not text:
                     raise _Bad("empty_text", "The text is empty: write it or drop the row.")
-                example = {"text": text}
+                example = Text(text)
             elif fmt in CONVERSATION_FORMATS:
-                example = _conversation_example(record, conversation, system_column)
+                prompt_column = columns_of(mapping.prompt)[0] if mapping.prompt else ""
+                example = _conversation_example(record, conversation, system_column, prompt_column)
             else:
                 example = _pair_example(record, mapping, columns_of)
-            chars = _example_chars(example)
+            chars = example.chars()
             if chars > MAX_EXAMPLE_CHARS:
                 raise _Bad("too_long", f"The row is {chars:,} characters long, above the {MAX_EXAMPLE_CHARS:,} "
                                        f"limit: shorten it or drop the row.")
-            key = _example_key(example)
+            key = example.key()
             if key in seen:
                 problems.append(RowProblem(row, "duplicate", f"The row repeats row {seen[key]}: drop it unless the "
                                                              f"repeat is deliberate."))

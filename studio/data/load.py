@@ -12,7 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, UserError
 from .checks import UNUSABLE, RowProblem
-from .formats import FORMAT_LABELS, ColumnMapping, _apply_mapping, _columns_of, _normalise, detect_format
+from .examples import Example
+from .formats import (
+    FORMAT_LABELS,
+    PREFERENCE_FORMATS,
+    PREFERENCE_NOTE,
+    ColumnMapping,
+    _apply_mapping,
+    _columns_of,
+    _normalise,
+    detect_format,
+)
 from .readers import DEFAULT_MAX_BYTES, EXTENSIONS, _check_name, _read_table, _Table
 
 if TYPE_CHECKING:
@@ -32,7 +42,7 @@ class DataReport:
     format: str
     columns: list[str]
     n_rows: int
-    examples: list  # list[dict | None]: normalised, same order as rows; None where the row is unusable
+    examples: list[Example | None]  # normalised, same order as rows; None where the row is unusable
     problems: list[RowProblem]
     mapping: ColumnMapping
     preview: Any  # pandas.DataFrame of the first rows as read (cells as display strings)
@@ -43,8 +53,13 @@ class DataReport:
     def format_label(self) -> str:
         return FORMAT_LABELS.get(self.format, self.format)
 
-    def good_examples(self) -> list[dict]:
+    def usable(self) -> list[Example]:
+        """The usable rows' examples, in file order."""
         return [e for e in self.examples if e is not None]
+
+    def good_examples(self) -> list[dict]:
+        """usable() in the dict shape, for code that has not switched to typed examples (chat.py)."""
+        return [e.to_dict() for e in self.usable()]
 
     def bad_rows(self, include_duplicates: bool = True) -> list[int]:
         """1-based rows that "Drop bad rows" removes: unusable ones, and repeats unless told otherwise."""
@@ -109,13 +124,16 @@ def _load_data(path: Path, mapping: ColumnMapping | None, max_bytes: int) -> Dat
                 _columns_of(spec, table.columns, path.name, part)
         fmt, used = _apply_mapping(mapping, fmt, detected, path.name)
     examples, problems = _normalise(table, fmt, used, conversation, path.name)
+    notes = list(table.notes)
+    if fmt in PREFERENCE_FORMATS:
+        notes.append(PREFERENCE_NOTE)
     message = ""
     if fmt == "unknown":
         message = (f"Studio could not tell which column of {path.name} is the prompt and which is the answer: "
                    f"choose them in the column mapping.")
     return DataReport(path=str(path), format=fmt, columns=list(table.columns), n_rows=len(table.records),
                       examples=examples, problems=problems, mapping=used, preview=_preview_frame(table),
-                      notes=table.notes, message=message)
+                      notes=notes, message=message)
 
 
 
@@ -133,7 +151,7 @@ def split_sizes(n: int, fraction: float) -> tuple[int, int]:
     return n - n_val, n_val
 
 
-def split_examples(examples: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+def split_examples(examples: list, fraction: float, seed: int) -> tuple[list, list]:
     """(train, validation): a seeded random share held out (see split_sizes); both keep the original order."""
     n = len(examples)
     n_val = split_sizes(n, fraction)[1]
@@ -151,8 +169,8 @@ def mapping_from_config(config: RunConfig) -> ColumnMapping | None:
     return mapping if mapping.is_set() else None
 
 
-def _usable(report: DataReport, role: str) -> list[dict]:
-    good = report.good_examples()
+def _usable(report: DataReport, role: str) -> list[Example]:
+    good = report.usable()
     if good:
         return good
     name = Path(report.path).name
@@ -164,7 +182,7 @@ def _usable(report: DataReport, role: str) -> list[dict]:
                     f"{common}); fix them, or check the column mapping in the Data tab.")
 
 
-def load_for_config(config: RunConfig) -> tuple[list[dict], list[dict]]:
+def load_examples(config: RunConfig) -> tuple[list[Example], list[Example]]:
     """Train and validation examples for a run, bad rows dropped."""
     if not config.data_path:
         raise DataError("No training data: upload a file in the Data tab.")
@@ -173,4 +191,11 @@ def load_for_config(config: RunConfig) -> tuple[list[dict], list[dict]]:
     if config.validation_path:
         return train, _usable(load_data(config.validation_path, mapping), "validation")
     return split_examples(train, config.validation_fraction, config.seed)
+
+
+def load_for_config(config: RunConfig) -> tuple[list[dict], list[dict]]:
+    """load_examples in the dict shape, for code that has not switched to typed examples (chat.py reads
+    example["messages"]); encode_example takes either shape."""
+    train, val = load_examples(config)
+    return [e.to_dict() for e in train], [e.to_dict() for e in val]
 

@@ -75,8 +75,11 @@ def _stat(path: Path, max_bytes: int) -> int:
     try:
         if not path.exists():
             raise DataError(f"The file {path} does not exist: check the path, or upload it again.")
-        if not path.is_file():
+        if path.is_dir():
             raise DataError(f"{path} is a folder, not a file: choose one data file inside it.")
+        if not path.is_file():  # a FIFO, socket or device: reading it could block forever or never end
+            raise DataError(f"{path.name} is not a regular file (a pipe, socket or device): save the data as a file "
+                            f"and choose that.")
         size = path.stat().st_size
     except OSError as err:
         raise DataError(f"{path.name} cannot be opened ({err.strerror or err}): check its permissions.") from None

@@ -11,6 +11,7 @@ import random
 import statistics
 
 from ..errors import DataError
+from .examples import Chat, Example, Text, as_example
 
 END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
 
@@ -108,39 +109,34 @@ def _tokenize_marked(text: str, spans: list[tuple[int, int]], tokenizer) -> tupl
     return ids, marks
 
 
-def _check_example(example: dict) -> None:
-    if not isinstance(example, dict) or not ("messages" in example or "text" in example):
-        raise DataError("An example must be {\"messages\": [...]} or {\"text\": ...}: normalise it with load_data "
-                        "first.")
-
-
-def encode_example(example: dict, tokenizer, max_seq_length: int, train_on_answers_only: bool = True) -> dict:
+def encode_example(example: Example | dict, tokenizer, max_seq_length: int, train_on_answers_only: bool = True) -> dict:
     """{"input_ids", "labels"} for one example, cut to max_seq_length tokens; labels are -100 where no loss is
     computed (everything but the assistant answers when train_on_answers_only)."""
-    _check_example(example)
-    if "text" in example:
-        ids = list(tokenizer(example["text"], add_special_tokens=False)["input_ids"])
-        if tokenizer.eos_token_id is not None:
-            ids.append(tokenizer.eos_token_id)
-        labels = list(ids)
-    elif train_on_answers_only:
-        text, spans = _chat_spans(example["messages"], tokenizer)
-        ids, marks = _tokenize_marked(text, spans, tokenizer)
-        labels = [t if m else -100 for t, m in zip(ids, marks)]
-    else:
-        ids = list(tokenizer(render_chat(example["messages"], tokenizer), add_special_tokens=False)["input_ids"])
-        labels = list(ids)
+    example = as_example(example)
+    match example:
+        case Text():
+            ids = list(tokenizer(example.text, add_special_tokens=False)["input_ids"])
+            if tokenizer.eos_token_id is not None:
+                ids.append(tokenizer.eos_token_id)
+            labels = list(ids)
+        case Chat() if train_on_answers_only:
+            text, spans = _chat_spans(example.messages, tokenizer)
+            ids, marks = _tokenize_marked(text, spans, tokenizer)
+            labels = [t if m else -100 for t, m in zip(ids, marks)]
+        case Chat():
+            ids = list(tokenizer(render_chat(example.messages, tokenizer), add_special_tokens=False)["input_ids"])
+            labels = list(ids)
     return {"input_ids": ids[:max_seq_length], "labels": labels[:max_seq_length]}
 
 
-def render_segments(example: dict, tokenizer, train_on_answers_only: bool = True) -> list[tuple[str, bool]]:
+def render_segments(example: Example | dict, tokenizer, train_on_answers_only: bool = True) -> list[tuple[str, bool]]:
     """The text exactly as the model sees it, as (text, loss computed here) segments."""
-    _check_example(example)
-    if "text" in example:
-        return [(example["text"] + (tokenizer.eos_token or ""), True)]
+    example = as_example(example)
+    if isinstance(example, Text):
+        return [(example.text + (tokenizer.eos_token or ""), True)]
     if not train_on_answers_only:
-        return [(render_chat(example["messages"], tokenizer), True)]
-    text, spans = _chat_spans(example["messages"], tokenizer)
+        return [(render_chat(example.messages, tokenizer), True)]
+    text, spans = _chat_spans(example.messages, tokenizer)
     segments, pos = [], 0
     for start, end in spans:
         if start > pos:
@@ -152,22 +148,22 @@ def render_segments(example: dict, tokenizer, train_on_answers_only: bool = True
     return segments
 
 
-def token_stats(examples: list[dict], tokenizer, max_seq_length: int, sample: int = 2000) -> dict:
+def rendered_text(example: Example | dict, tokenizer) -> str:
+    """The whole example as the model reads it (chat template applied); a Text row's end token is added apart."""
+    example = as_example(example)
+    return example.text if isinstance(example, Text) else render_chat(example.messages, tokenizer)
+
+
+def token_stats(examples: list, tokenizer, max_seq_length: int, sample: int = 2000) -> dict:
     """Token lengths (chat template applied) of up to `sample` examples, picked with a fixed seed.
     n_over counts the sampled rows longer than max_seq_length (they would be cut); n is the sample size
     and n_total the number of usable examples."""
-    usable = [e for e in examples if e is not None]
+    usable = [as_example(e) for e in examples if e is not None]
     chosen = usable
     if len(usable) > sample:
         chosen = [usable[i] for i in sorted(random.Random(0).sample(range(len(usable)), sample))]
-    texts, extra = [], []
-    for e in chosen:
-        if "text" in e:
-            texts.append(e["text"])
-            extra.append(1 if tokenizer.eos_token_id is not None else 0)
-        else:
-            texts.append(render_chat(e["messages"], tokenizer))
-            extra.append(0)
+    texts = [rendered_text(e, tokenizer) for e in chosen]
+    extra = [1 if isinstance(e, Text) and tokenizer.eos_token_id is not None else 0 for e in chosen]
     lengths = []
     if texts:
         ids = tokenizer(texts, add_special_tokens=False)["input_ids"]  # one batched call: fast tokenizers use Rust

@@ -1,0 +1,83 @@
+"""Typed examples: what one usable row becomes, whatever its file's format.
+
+`Chat` (a conversation; pair formats become system? + user + assistant) or `Text` (plain text, trained on whole).
+Code that needs the kind matches on the class (`match example: case Chat(): ... case Text(): ...`), so a coming
+`Preference` kind (prompt, chosen, rejected) is one more class here plus its own case where it is trained.
+
+The dict shape ({"messages": [...]} or {"text": ...}) stays at the boundary with code that has not switched yet
+(`to_dict`, `as_example`): the cleaned JSONL copy holds it, and chat.py reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from ..errors import DataError
+
+
+class Message(TypedDict):
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass
+class Chat:
+    messages: list[Message]  # the last turn is an assistant answer; roles as ROLE_ALIASES maps them
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"messages": [dict(m) for m in self.messages]}
+
+    @property
+    def prompt(self) -> str:
+        """The first user turn: what the person asked, quoted in problems and compared across rows."""
+        return next((m["content"] for m in self.messages if m["role"] == "user"), "")
+
+    @property
+    def answer(self) -> str:
+        """The last assistant turn."""
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "assistant"), "")
+
+    def key(self) -> tuple:
+        """Equal for exact repeats (same turns, same roles)."""
+        return tuple((m["role"], m["content"]) for m in self.messages)
+
+    def chars(self) -> int:
+        return sum(len(m["content"]) for m in self.messages)
+
+
+@dataclass
+class Text:
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text}
+
+    @property
+    def prompt(self) -> str:
+        return self.text
+
+    @property
+    def answer(self) -> str:
+        return ""  # plain text has no answer of its own: contradiction checks skip it
+
+    def key(self) -> str:
+        return self.text
+
+    def chars(self) -> int:
+        return len(self.text)
+
+
+Example = Chat | Text
+
+
+def as_example(value: Example | dict) -> Example:
+    """A typed example from either shape: dicts come from the cleaned JSONL copy and from code not yet switched."""
+    if isinstance(value, (Chat, Text)):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("messages"), list):
+        return Chat([{"role": m["role"], "content": m["content"]} for m in value["messages"]])
+    if isinstance(value, dict) and isinstance(value.get("text"), str):
+        return Text(value["text"])
+    raise DataError("An example must be {\"messages\": [...]} or {\"text\": ...}: normalise it with load_data "
+                    "first.")
