@@ -1,4 +1,4 @@
-"""python -m studio {ui,train,data,chat,demo,export}: each sub-command lives in its own module's main()."""
+"""python -m studio {ui,train,data,chat,demo,export,serve,...}: each sub-command lives in its own module's main()."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ COMMANDS = {
     "chat": ("studio.chat", "ask the base and the fine-tuned model of a run the same prompt"),
     "demo": ("studio.ui.demo", "serve only the chat of one finished run, for a shared link"),
     "export": ("studio.export", "zip a run's adapter or save merged full weights"),
+    "serve": ("studio.serve", "serve a run's model behind an OpenAI-compatible API (/v1/chat/completions)"),
 }
 
 
