@@ -9,8 +9,9 @@ import gradio as gr
 import pytest
 
 from studio.data import SAMPLES_DIR
-from studio.ui.common import UIContext
-from studio.ui.data_tab import build_data_tab, histogram_svg, segments_html
+from studio.ui import data_tab
+from studio.ui.common import UIContext, slots
+from studio.ui.data_tab import histogram_svg, segments_html
 
 
 @pytest.fixture
@@ -22,83 +23,75 @@ def gradio_uploads(tmp_path) -> Path:
 
 
 @pytest.fixture
-def tab(tmp_path, gradio_uploads):
+def ctx(tmp_path, gradio_uploads):
     ctx = UIContext(runs_dir=tmp_path / "runs", uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
                     default_model="tiny-test", upload_temp_dir=gradio_uploads)
-    with gr.Blocks() as app:
+    with gr.Blocks():
         with gr.Tab("2. Data"):
-            build_data_tab(ctx)
+            data_tab.build_data_tab(ctx)
         settings_length = gr.Number(value=128)
         ctx.fields["max_seq_length"] = settings_length
-        for hook in ctx.extra.get("after_build", []):
-            hook(ctx)
-    handlers = {}
-    for block_fn in app.fns.values():
-        handlers.setdefault(block_fn.name, block_fn.fn)
-    return ctx, handlers
+        data_tab.follow_max_seq_length(ctx, settings_length)
+    return ctx
 
 
-def test_fields_registered(tab):
-    ctx, handlers = tab
+def test_fields_registered(ctx):
     assert {"data_path", "validation_path", "validation_fraction", "prompt_column", "response_column",
             "system_column", "text_column", "train_on_answers_only"} <= set(ctx.fields)
     assert ctx.fields["data_path"].label == "Training file"
     assert isinstance(ctx.fields["validation_fraction"], gr.Slider)
-    assert "on_length" in handlers  # the Settings tab's max_seq_length is wired after the build
+    assert ctx.data.max_len.value == 128  # the Settings tab's max_seq_length, linked after the build
 
 
-def test_upload_fills_every_output(tab, gradio_uploads):
-    ctx, handlers = tab
+def test_upload_fills_every_output(ctx, gradio_uploads):
     source = gradio_uploads / "in" / "my data (1).jsonl"
     source.parent.mkdir()
     rows = [{"question": "Is <b> bold?", "answer": "Yes & no."}, {"question": "Empty?", "answer": ""}]
     source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    out = handlers["on_upload"](str(source), "tiny-test", True, 128, 0.5, "")
-    path, status, table, preview, stats, svg, problems, split, _note, prompt, response, system, text = out
+    out = data_tab.on_upload(ctx, str(source), "tiny-test", True, 128, 0.5, "")
+    path = out.data_path
     assert Path(path).parent == ctx.uploads_dir.resolve() and Path(path).name == "my data (1).jsonl"
-    assert "Question / answer" in status and "2 rows" in status
-    assert list(table.columns) == ["question", "answer"]
-    assert "Is &lt;b&gt; bold?" in preview and "Yes &amp; no.&lt;|im_end|&gt;" in preview
-    assert "Tokens per example" in stats and "<svg" in svg and "cut-off: 128 tokens" in svg
-    assert problems.to_dict("records")[0]["Row"] == 2
-    assert "Training rows: **1**" in split
-    assert (prompt["value"], response["value"], system["value"], text["value"]) == ("question", "answer", "", "")
+    assert "Question / answer" in out.status and "2 rows" in out.status
+    assert list(out.table.columns) == ["question", "answer"]
+    assert "Is &lt;b&gt; bold?" in out.preview and "Yes &amp; no.&lt;|im_end|&gt;" in out.preview
+    assert "Tokens per example" in out.stats and "<svg" in out.histogram and "cut-off: 128 tokens" in out.histogram
+    assert out.problems.to_dict("records")[0]["Row"] == 2
+    assert "Training rows: **1**" in out.split
+    mapping = (out.prompt_column, out.response_column, out.system_column, out.text_column)
+    assert tuple(box["value"] for box in mapping) == ("question", "answer", "", "")
 
-    dropped = handlers["on_drop"](path, "question", "answer", "", "", "tiny-test", True, 128, 0.0, "")
-    assert dropped[0].endswith("my data (1).clean.jsonl") and "Dropped 1" in dropped[8]
-    assert "Chat messages" in dropped[1]
+    dropped = data_tab.on_drop(ctx, path, "question", "answer", "", "", "tiny-test", True, 128, 0.0, "")
+    assert dropped.data_path.endswith("my data (1).clean.jsonl") and "Dropped 1" in dropped.drop_note
+    assert "Chat messages" in dropped.status
 
 
-def test_bad_upload_is_one_sentence(tab, gradio_uploads):
-    _, handlers = tab
+def test_bad_upload_is_one_sentence(ctx, gradio_uploads):
     bad = gradio_uploads / "sheet.csv"
     bad.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
-    out = handlers["on_upload"](str(bad), "tiny-test", True, 128, 0.1, "")
-    assert out[1].startswith("**Error:**") and "xlsx" in out[1] and "Traceback" not in out[1]
+    out = data_tab.on_upload(ctx, str(bad), "tiny-test", True, 128, 0.1, "")
+    assert out.status.startswith("**Error:**") and "xlsx" in out.status and "Traceback" not in out.status
 
 
-def test_bad_upload_keeps_the_file_already_in_use(tab, gradio_uploads):
-    _, handlers = tab
+def test_bad_upload_keeps_the_file_already_in_use(ctx, gradio_uploads):
     good = gradio_uploads / "good.jsonl"
     good.write_text(json.dumps({"question": "Q?", "answer": "A."}) + "\n", encoding="utf-8")
-    in_use = handlers["on_upload"](str(good), "tiny-test", True, 128, 0.0, "")[0]
+    in_use = data_tab.on_upload(ctx, str(good), "tiny-test", True, 128, 0.0, "").data_path
     bad = gradio_uploads / "notes.json"
     bad.write_text("{not json", encoding="utf-8")
-    out = handlers["on_upload"](str(bad), "tiny-test", True, 128, 0.0, "", in_use)
-    assert out[1].startswith("**Error:**") and "notes.json" in out[1]
-    assert "still **good.jsonl**" in out[1]
-    assert all(o == gr.update() for o in (out[0], *out[2:]))  # path, preview, table... untouched
+    out = data_tab.on_upload(ctx, str(bad), "tiny-test", True, 128, 0.0, "", in_use)
+    assert out.status.startswith("**Error:**") and "notes.json" in out.status
+    assert "still **good.jsonl**" in out.status
+    assert all(o == gr.update() for o in slots(out) if o is not out.status)  # path, preview, table... untouched
 
 
-def test_mapping_by_hand(tab):
-    ctx, handlers = tab
+def test_mapping_by_hand(ctx):
     ctx.uploads_dir.mkdir()
     path = ctx.uploads_dir / "odd.csv"
     path.write_text("a,b\nPing?,Pong.\n", encoding="utf-8")
-    out = handlers["on_sample"](str(path), "tiny-test", True, 128, 0.1, "")
-    assert "Action needed" in out[1] and "No usable rows" in out[3]
-    out = handlers["on_mapping"](str(path), "a", "b", "", "", "tiny-test", True, 128, 0.1, "")
-    assert "Columns mapped by hand" in out[1] and "Pong." in out[3]
+    out = data_tab.on_sample(ctx, str(path), "tiny-test", True, 128, 0.1, "")
+    assert "Action needed" in out.status and "No usable rows" in out.preview
+    out = data_tab.on_mapping(ctx, str(path), "a", "b", "", "", "tiny-test", True, 128, 0.1, "")
+    assert "Columns mapped by hand" in out.status and "Pong." in out.preview
 
 
 def test_renderers_escape_and_mark():
@@ -109,11 +102,10 @@ def test_renderers_escape_and_mark():
     assert histogram_svg([], 512) == ""
 
 
-def test_a_path_outside_the_app_folders_is_refused_by_every_handler(tab, tmp_path, gradio_uploads):
+def test_a_path_outside_the_app_folders_is_refused_by_every_handler(ctx, tmp_path, gradio_uploads):
     """The page sends the training file as a plain string; an API client can send any. Each handler that reads it
     refuses one outside the uploads, samples and runs folders (after symlinks) in one sentence, and shows nothing
     of it."""
-    ctx, handlers = tab
     outside = tmp_path / "elsewhere" / "private.csv"
     outside.parent.mkdir()
     outside.write_text("prompt,response\nWho?,ZQXSECRET\n", encoding="utf-8")
@@ -122,21 +114,21 @@ def test_a_path_outside_the_app_folders_is_refused_by_every_handler(tab, tmp_pat
     link.symlink_to(outside)
     refused = "is outside the app's folders: upload the file on the Data tab."
     for path in (str(outside), str(link), "/etc/passwd", str(ctx.uploads_dir / ".." / "elsewhere" / "private.csv")):
-        outputs = [handlers["on_sample"](path, "tiny-test", True, 128, 0.1, ""),
-                   handlers["on_mapping"](path, "prompt", "response", "", "", "tiny-test", True, 128, 0.1, ""),
-                   handlers["on_view"](path, "prompt", "response", "", "", "tiny-test", True, 128),
-                   handlers["on_drop"](path, "prompt", "response", "", "", "tiny-test", True, 128, 0.1, ""),
-                   handlers["split_for"](path, "prompt", "response", "", "", 0.1, ""),
-                   handlers["on_upload"](path, "tiny-test", True, 128, 0.1, ""),
-                   handlers["on_validation"](path, 0.1, "", "", "", "", "")]
+        outputs = [data_tab.on_sample(ctx, path, "tiny-test", True, 128, 0.1, ""),
+                   data_tab.on_mapping(ctx, path, "prompt", "response", "", "", "tiny-test", True, 128, 0.1, ""),
+                   data_tab.on_view(ctx, path, "prompt", "response", "", "", "tiny-test", True, 128),
+                   data_tab.on_drop(ctx, path, "prompt", "response", "", "", "tiny-test", True, 128, 0.1, ""),
+                   data_tab.split_for(ctx, path, "prompt", "response", "", "", 0.1, ""),
+                   data_tab.on_upload(ctx, path, "tiny-test", True, 128, 0.1, ""),
+                   data_tab.on_validation(ctx, path, 0.1, "", "", "", "", "")]
         for out in outputs:
             text = str(out)
             assert refused.removesuffix("upload the file on the Data tab.") in text and "ZQXSECRET" not in text
-        assert refused in outputs[0][1] and outputs[0][0] == gr.update()  # the training file stays as it was
+        assert refused in outputs[0].status and outputs[0].data_path == gr.update()  # the training file stays
     assert sorted(p.name for p in ctx.uploads_dir.iterdir()) == ["inside.csv"]  # nothing copied in
     # A model "folder" outside the app's folders is refused too; the preview still shows the rows.
     sample = str(sorted(SAMPLES_DIR.glob("*.jsonl"))[0])
-    out = handlers["on_sample"](sample, str(tmp_path / "elsewhere"), True, 128, 0.1, "")
-    assert "**Token lengths unavailable:** The model folder elsewhere is outside the app's folders" in out[4]
+    out = data_tab.on_sample(ctx, sample, str(tmp_path / "elsewhere"), True, 128, 0.1, "")
+    assert "**Token lengths unavailable:** The model folder elsewhere is outside the app's folders" in out.stats
     # The shipped sample itself was read: its rows are shown.
-    assert "Chat messages" in out[1] or "Detected" in out[1]
+    assert "Chat messages" in out.status or "Detected" in out.status

@@ -11,8 +11,10 @@ from gradio_client import Client
 from studio.chat import ChatSession, GenerationSettings
 from studio.errors import UserError
 from studio.ui import demo as demo_mod
-from studio.ui.chat_tab import NO_RUN, build_chat_tab
+from studio.ui.chat_tab import build_chat_tab
 from studio.ui.common import UIContext
+from studio.ui.export_tab import build_export_tab
+from studio.ui.sessions import NO_RUN
 
 from .conftest import MEMORISED
 from .test_chat import make_trained_run
@@ -97,8 +99,9 @@ def test_demo_cli_refuses_a_run_without_adapter(tmp_path, capsys):
 def test_chat_tab_endpoints(trained_run, session, tmp_path):
     ctx = UIContext(runs_dir=trained_run.parent, uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
                     default_model="tiny-test")
-    with gr.Blocks() as app, gr.Tab("5. Chat"):
-        build_chat_tab(ctx)
+    with gr.Blocks() as app, gr.Tab("5. Chat") as tab:
+        build_chat_tab(ctx, tab)
+        build_export_tab(ctx)
     url = _serve(app)
     try:
         client = Client(url, verbose=False)

@@ -11,8 +11,9 @@ import pytest
 from studio.config import RunConfig
 from studio.data import SAMPLES_DIR
 from studio.events import CONFIG_FILE, EventWriter, write_status
-from studio.ui import train_tab
+from studio.ui import sessions, train_tab
 from studio.ui.app import settings_of_live_run
+from studio.ui.common import UIContext, slots
 
 
 @pytest.fixture
@@ -20,6 +21,12 @@ def runs_dir(tmp_path):
     folder = tmp_path / "runs"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+def ctx(runs_dir, tmp_path):
+    return UIContext(runs_dir=runs_dir, uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
+                     default_model="tiny-test")
 
 
 def make_run(runs_dir, run_id: str, status: str, events: list[tuple[str, dict]], **status_fields):
@@ -40,7 +47,7 @@ def test_finished_run_says_how_far_validation_loss_moved(runs_dir):
         ("eval", {"step": 0, "eval_loss": 4.0}), ("start", {"total_steps": 2, "method": "lora32"}),
         ("log", {"step": 1, "loss": 3.9}), ("log", {"step": 2, "loss": 3.0}), ("eval", {"step": 2, "eval_loss": 3.0}),
         ("end", {"status": "finished", "step": 2})], step=2, total_steps=2)
-    text, *_ = train_tab.refresh(runs_dir, "r1")
+    text = train_tab.draw_run(runs_dir, "r1").status
     assert "from **4.000** before training to **3.000** (25% lower)" in text
     assert "LoRA fp32" in text  # the method in words, not "lora32"
 
@@ -48,18 +55,18 @@ def test_finished_run_says_how_far_validation_loss_moved(runs_dir):
 def test_starting_run_shows_what_it_does_not_a_row_of_zeros(runs_dir):
     make_run(runs_dir, "r2", "starting", [], message="Measuring the validation loss before training",
              pid=os.getpid())
-    text, *_ = train_tab.refresh(runs_dir, "r2")
+    text = train_tab.draw_run(runs_dir, "r2").status
     assert "Measuring the validation loss before training..." in text
     assert "Step" not in text and "tokens/s" not in text
 
 
 def test_a_one_sentence_failure_hides_the_traceback_and_a_crash_shows_it(runs_dir):
     make_run(runs_dir, "bad-id", "failed", [("error", {"message": "Model nobody/x was not found.", "kind": "user"})])
-    text, _, _, log = train_tab.refresh(runs_dir, "bad-id")
-    assert "Model nobody/x was not found." in text and log["visible"] is False
+    view = train_tab.draw_run(runs_dir, "bad-id")
+    assert "Model nobody/x was not found." in view.status and view.log["visible"] is False
     make_run(runs_dir, "crash", "failed", [("error", {"message": "Training crashed (ValueError: x).",
                                                       "kind": "crash", "log_tail": "Traceback ... boom"})])
-    _, _, _, log = train_tab.refresh(runs_dir, "crash")
+    log = train_tab.draw_run(runs_dir, "crash").log
     assert log["visible"] is True and "boom" in log["value"]
 
 
@@ -84,7 +91,6 @@ def test_starting_a_run_on_a_gpu_frees_the_chat_models(monkeypatch):
     import torch
 
     from studio import models
-    from studio.ui import chat_tab
 
     class Loaded:
         stopped = False
@@ -93,45 +99,38 @@ def test_starting_a_run_on_a_gpu_frees_the_chat_models(monkeypatch):
             self.stopped = True
 
     loaded = Loaded()
-    monkeypatch.setitem(chat_tab._sessions, ("some-model", ""), loaded)
+    monkeypatch.setitem(sessions._sessions, ("some-model", ""), loaded)
     monkeypatch.setattr(models, "cuda_available", lambda: False)
-    chat_tab.release_gpu_sessions()
-    assert ("some-model", "") in chat_tab._sessions  # on a CPU the chat keeps its model
+    sessions.release_gpu_sessions()
+    assert ("some-model", "") in sessions._sessions  # on a CPU the chat keeps its model
     monkeypatch.setattr(models, "cuda_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    chat_tab.release_gpu_sessions()
-    assert not chat_tab._sessions and loaded.stopped
+    sessions.release_gpu_sessions()
+    assert not sessions._sessions and loaded.stopped
 
 
-def test_the_poll_redraws_only_what_changed(runs_dir, tmp_path):
-    from studio.ui.common import UIContext
-
-    ctx = UIContext(runs_dir=runs_dir, uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
-                    default_model="tiny-test")
-    with gr.Blocks() as app:
-        train_tab.build_train_tab(ctx)
-    on_tick = next(f.fn for f in app.fns.values() if f.name == "on_tick")
+def test_the_poll_redraws_only_what_changed(runs_dir, ctx):
     run_dir = make_run(runs_dir, "live", "running", [("start", {"total_steps": 9})], pid=os.getpid())
-    *drawn, table, seen = on_tick("live", None)
-    assert "running" in drawn[0] and table == gr.skip()
-    *drawn, table, again = on_tick("live", seen)
-    assert all(d == gr.skip() for d in drawn) and table == gr.skip()  # nothing new on disk: nothing sent
+    view = train_tab.poll(ctx, "live", None)
+    assert "running" in view.status and view.table == gr.skip()
+    seen = view.seen
+    again = train_tab.poll(ctx, "live", seen)
+    assert all(value == gr.skip() for value in slots(again))  # nothing new on disk: nothing sent
     with open(run_dir / "events.jsonl", "a") as f:
         f.write('{"type": "log", "step": 1, "loss": 2.0}\n')
-    *drawn, table, seen = on_tick("live", seen)
-    assert "Step **1 / 9**" in drawn[0] and table == gr.skip()  # the table waits for its 10 s
+    view = train_tab.poll(ctx, "live", seen)
+    assert "Step **1 / 9**" in view.status and view.table == gr.skip()  # the table waits for its 10 s
     with open(run_dir / "events.jsonl", "a") as f:
         f.write('{"type": "log", "step": 2, "loss": 1.5}\n')
-    *drawn, table, seen = on_tick("live", {**seen, "table_at": 0})
-    assert list(table["Run"]) == ["live"]
+    view = train_tab.poll(ctx, "live", {**view.seen, "table_at": 0})
+    assert list(view.table["Run"]) == ["live"]
     write_status(run_dir, status="finished", step=2, total_steps=9)
-    *drawn, table, seen = on_tick("live", seen)
-    assert "finished" in drawn[0] and list(table["Status"]) == ["finished"]  # the status changed: table now
+    view = train_tab.poll(ctx, "live", view.seen)
+    assert "finished" in view.status and list(view.table["Status"]) == ["finished"]  # the status changed: table now
 
 
-def test_chat_keeps_base_only_when_chosen_and_follows_a_newly_finished_run(runs_dir, tmp_path):
-    from studio.ui.chat_tab import NO_RUN, build_chat_tab
-    from studio.ui.common import UIContext
+def test_chat_keeps_base_only_when_chosen_and_follows_a_newly_finished_run(runs_dir, ctx):
+    from studio.ui.chat_tab import NO_RUN, follow_newest
 
     def finished(run_id):
         run_dir = make_run(runs_dir, run_id, "finished", [])
@@ -139,19 +138,13 @@ def test_chat_keeps_base_only_when_chosen_and_follows_a_newly_finished_run(runs_
         (run_dir / "adapter" / "adapter_config.json").write_text("{}")
         os.utime(run_dir, (time.time() + len(os.listdir(runs_dir)),) * 2)  # newest by modification time
 
-    ctx = UIContext(runs_dir=runs_dir, uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
-                    default_model="tiny-test")
-    with gr.Blocks() as app, gr.Tab("5. Chat"):
-        build_chat_tab(ctx)
-    handlers = {f.name: f.fn for f in app.fns.values()}
-    follow_newest = handlers["follow_newest"]
     finished("older")
-    picked, seen = follow_newest(None, None)  # a fresh page: the newest finished run
+    picked, seen = follow_newest(ctx, None, None)  # a fresh page: the newest finished run
     assert picked.value == "older" and seen == "older"
-    picked, seen = follow_newest(NO_RUN, seen)  # the user chose the base model alone: it stays
+    picked, seen = follow_newest(ctx, NO_RUN, seen)  # the user chose the base model alone: it stays
     assert picked.value == NO_RUN
     finished("newer")
-    picked, seen = follow_newest("older", seen)  # a run finished since: it is the one to try
+    picked, seen = follow_newest(ctx, "older", seen)  # a run finished since: it is the one to try
     assert picked.value == "newer" and seen == "newer"
 
 
@@ -172,14 +165,14 @@ def test_a_run_without_progress_for_two_minutes_says_so(runs_dir, monkeypatch):
 
     run_dir = make_run(runs_dir, "stuck", "running", [("start", {"total_steps": 9}), ("log", {"step": 1, "loss": 2.0})],
                        pid=os.getpid(), step=1, total_steps=9)
-    text, *_ = train_tab.refresh(runs_dir, "stuck")
+    text = train_tab.draw_run(runs_dir, "stuck").status
     assert "no progress" not in text.lower() and "🟢 running" in text
     last_step = time.time() - 185  # the last step, three minutes ago
     status = json.loads((run_dir / "status.json").read_text())
     (run_dir / "status.json").write_text(json.dumps({**status, "updated": last_step}))
     for name in ("status.json", "events.jsonl"):
         os.utime(run_dir / name, (last_step, last_step))
-    text, *_ = train_tab.refresh(runs_dir, "stuck")
+    text = train_tab.draw_run(runs_dir, "stuck").status
     headline = text.splitlines()[0]
     assert "running" in headline and "no progress for 3 min" in headline
     assert "**No progress for 3 min:**" in text and "press **Stop**, then **Resume**" in text
@@ -188,27 +181,19 @@ def test_a_run_without_progress_for_two_minutes_says_so(runs_dir, monkeypatch):
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now + 60)
     assert train_tab.files_key(runs_dir, "stuck") != key  # ...but one a minute: "4 min"
-    assert "no progress for 4 min" in train_tab.refresh(runs_dir, "stuck")[0]
+    assert "no progress for 4 min" in train_tab.draw_run(runs_dir, "stuck").status
 
 
-def test_start_and_estimate_refuse_data_outside_the_app_folders(runs_dir, tmp_path):
+def test_start_and_estimate_refuse_data_outside_the_app_folders(runs_dir, ctx, tmp_path):
     """Start trains only on a file in the uploads, samples or runs folder: the form's path comes from the client."""
-    from studio.ui.app import build_app
-
     outside = tmp_path / "elsewhere.jsonl"
     outside.write_text('{"prompt": "Who?", "response": "ZQXSECRET"}\n' * 40, encoding="utf-8")
-    app = build_app(runs_dir, test_models=True)
-    handlers = {f.name: f for f in app.fns.values()}
-    start, estimate = handlers["on_start"], handlers["on_estimate"]
-    names = ["model" if block.elem_id == "model-choice" else block.elem_id.removeprefix("field-")
-             for block in start.inputs]
-    assert names[0] == "model" and "data_path" in names
-    values = [block.value for block in start.inputs]
+    good = RunConfig(model="tiny-test", data_path=str(sorted(SAMPLES_DIR.glob("*.jsonl"))[0]), max_steps=2)
+    names = list(good.to_dict())
     for field_name, path in (("data_path", outside), ("validation_path", "/etc/passwd"), ("model", tmp_path)):
-        sent = list(values)
-        sent[names.index("data_path")] = str(sorted(SAMPLES_DIR.glob("*.jsonl"))[0])  # a good file by default
-        sent[names.index(field_name)] = str(path)
-        notice, _ = start.fn(*sent)
+        values = {**good.to_dict(), field_name: str(path)}
+        sent = [values[n] for n in names]
+        notice = train_tab.start_training(ctx, names, *sent).notice
         assert notice.startswith("**Cannot start:**") and "is outside the app's folders" in notice, notice
-        assert "is outside the app's folders" in estimate.fn(*sent)
+        assert "is outside the app's folders" in train_tab.estimate_text(ctx, names, *sent)
     assert list(runs_dir.iterdir()) == []  # no run folder, no worker

@@ -12,10 +12,15 @@ from ..config import BUNDLED_MODEL, TINY_TEST_MODEL
 from ..errors import UserError
 from ..logs import ArgumentParser, log_path, tell_user
 from ..models import CATALOG
-from .common import UIContext
+from . import data_tab
+from .chat_tab import build_chat_tab
+from .common import UIContext, bind, slots
 from .demo import resolve_auth
+from .export_tab import build_export_tab
+from .model_tab import build_model_tab, catalog_table
+from .settings_tab import build_settings_tab
+from .train_tab import build_train_tab, estimate_text, open_page
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CSS = """
 .progress {height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; margin: 4px 0;}
 .progress > div {height: 100%; background: #4f46e5;}
@@ -25,15 +30,10 @@ UPLOAD_LIMIT = "200mb"
 
 
 def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | None = None) -> gr.Blocks:
-    """The five tabs. Only the Chat tab's named endpoints (/chat, /list_runs, ...) form the app's API; every other
-    handler is registered with api_visibility="private": it is page glue with positional form values, and a
-    shared link should not hand clients a way to start runs or read uploads outside the page."""
-    from .chat_tab import build_chat_tab
-    from .data_tab import build_data_tab
-    from .model_tab import build_model_tab
-    from .settings_tab import build_settings_tab
-    from .train_tab import build_train_tab
-
+    """The five tabs, then the links between them. Only the Chat tab's named endpoints (/chat, /list_runs, ...)
+    form the app's API; every other handler is registered with api_visibility="private": it is page glue with
+    positional form values, and a shared link should not hand clients a way to start runs or read uploads outside
+    the page."""
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     uploads_dir = Path(uploads_dir or runs_dir.parent / "uploads")
@@ -48,33 +48,35 @@ def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | Non
             with gr.Tab("1. Model", id="model"):
                 build_model_tab(ctx)
             with gr.Tab("2. Data", id="data"):
-                build_data_tab(ctx)
+                data_tab.build_data_tab(ctx)
             with gr.Tab("3. Settings", id="settings"):
                 build_settings_tab(ctx)
             with gr.Tab("4. Train", id="train") as train_tab:
                 build_train_tab(ctx)
-            with gr.Tab("5. Chat", id="chat"):
-                build_chat_tab(ctx)
-        # Wiring that needs components of later tabs (e.g. the Data tab's length check uses max_seq_length).
-        for hook in ctx.extra.get("after_build", []):
-            hook(ctx)
-        # The fit badges of the Model tab follow the method, length and batch chosen in Settings.
-        from .model_tab import catalog_table
-
-        sizing = [ctx.fields["method"], ctx.fields["max_seq_length"], ctx.fields["batch_size"]]
-        for component in sizing:
-            component.change(catalog_table, sizing, ctx.extra["catalog_table"], show_progress="hidden",
-                             api_visibility="private")
-        # Opening the Train tab checks the settings and shows the estimate next to Start.
-        train_tab.select(*ctx.extra["train_tab_select"], api_visibility="private")
-        on_load, outputs = ctx.extra["train_load"]
-        app.load(on_load, None, outputs, api_visibility="private")
-        # A reload while a run trains: the form shows that run's settings and data, not the defaults.
-        form = list(ctx.fields.values())
-        redraw, redraw_inputs, redraw_outputs = ctx.extra["data_redraw"]
-        app.load(lambda: settings_of_live_run(runs_dir, list(ctx.fields)), None, form,
-                 api_visibility="private").then(redraw, redraw_inputs, redraw_outputs, api_visibility="private")
+            with gr.Tab("5. Chat", id="chat") as chat_tab:
+                build_chat_tab(ctx, chat_tab)
+                build_export_tab(ctx)
+        link_tabs(app, ctx, train_tab)
     return app
+
+
+def link_tabs(app: gr.Blocks, ctx: UIContext, train_tab: gr.Tab) -> None:
+    """The wiring between tabs, once every tab is built: each link reads a typed attribute of the context."""
+    # The Data tab's length check follows the Settings tab's max_seq_length.
+    data_tab.follow_max_seq_length(ctx, ctx.fields["max_seq_length"])
+    # The fit badges of the Model tab follow the method, length and batch chosen in Settings.
+    sizing = ctx.form(["method", "max_seq_length", "batch_size"])
+    for component in sizing:
+        component.change(catalog_table, sizing, ctx.model.catalog, show_progress="hidden", api_visibility="private")
+    # Opening the Train tab checks the settings and shows the estimate next to Start.
+    names = list(ctx.fields)
+    train_tab.select(bind(estimate_text, ctx, names), ctx.form(names), ctx.train.estimate, api_visibility="private")
+    page = ctx.train.page
+    app.load(bind(open_page, ctx), None, slots(page), api_visibility="private")
+    # A reload while a run trains: the form shows that run's settings and data, not the defaults.
+    data = ctx.data
+    app.load(bind(settings_of_live_run, ctx.runs_dir, names), None, ctx.form(names), api_visibility="private").then(
+        bind(data_tab.on_mapping, ctx), [*data.mapping, *data.looks], slots(data.view), api_visibility="private")
 
 
 def settings_of_live_run(runs_dir: Path, names: list[str]) -> list:

@@ -1,30 +1,111 @@
-"""What the tabs share: the context they register their form fields in, and error display."""
+"""What the tabs share: the context that links them, error display, and the glue between handlers and Gradio.
+
+A handler is a module-level function of named inputs. Its first argument is the app's UIContext when it needs one
+(`bind` fixes it when the tab wires the handler); a handler with several outputs returns a small dataclass whose
+fields are named after what they draw (`bind` turns it into the positional values Gradio sends). The same dataclass,
+filled with the components instead of values, is the event's outputs list: one order, written once.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
 
 from .. import paths
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .chat_tab import ChatTab
+    from .data_tab import DataTab
+    from .model_tab import ModelTab
+    from .train_tab import TrainTab
 
 log = logging.getLogger("studio.ui")
 
 
 @dataclass
 class UIContext:
-    """Built once per app. `fields` maps RunConfig field names to the component that edits them,
-    so the Train tab can assemble one RunConfig from every tab's form."""
+    """Built once per app. `fields` maps RunConfig field names to the component that edits them, so the Train tab
+    can assemble one RunConfig from every tab's form. The tab attributes are the components one tab lends to
+    another (app.py wires those links after every tab is built); each is None until its tab is built."""
 
     runs_dir: Path
     uploads_dir: Path
     model_choices: list[str]
     default_model: str
-    fields: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)  # other shared components (e.g. the selected run)
     upload_temp_dir: Path | None = None  # where gradio keeps uploads before we copy them; None = gradio's own
+    fields: dict[str, gr.components.Component] = field(default_factory=dict)
+    model: ModelTab | None = None
+    data: DataTab | None = None
+    train: TrainTab | None = None
+    chat: ChatTab | None = None
+
+    def form(self, names: list[str] | None = None) -> list:
+        """The form's components, in the order of `names` (default: every field registered so far)."""
+        return [self.fields[n] for n in (names if names is not None else self.fields)]
+
+
+# --- handlers and outputs ----------------------------------------------------------------------------------------
+def keep() -> Any:
+    """A dataclass field's default for an output a handler leaves as it is on the page."""
+    return field(default_factory=gr.skip)
+
+
+def slots(view) -> list:
+    """The fields of an outputs dataclass in their order: its components (an event's outputs list) or its values."""
+    return [getattr(view, f.name) for f in dataclasses.fields(view)]
+
+
+def _flat(result):
+    return tuple(slots(result)) if dataclasses.is_dataclass(result) and not isinstance(result, type) else result
+
+
+def bind(fn, *bound):
+    """`fn` with its first arguments fixed (the context), for Gradio: a dataclass result becomes positional values.
+
+    Gradio reads a handler's signature to pass gr.Request and gr.Progress, so the wrapper shows the signature
+    without the bound arguments, and keeps fn's name (the page's api_name) and type hints."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            for result in fn(*bound, *args, **kwargs):
+                yield _flat(result)
+    else:
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            return _flat(fn(*bound, *args, **kwargs))
+    call.__signature__ = inspect.signature(functools.partial(fn, *bound))
+    return call
+
+
+def guarded(fn):
+    """A handler whose failure is a gr.Error toast with one sentence (a UserError's, or a logged crash's), never a
+    traceback: for handlers whose outputs have no place for a message (the chat columns, a table)."""
+    def toast(err: Exception):
+        return gr.Error(user_message(err), print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - shown as one sentence
+                raise toast(err) from None
+    else:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - shown as one sentence
+                raise toast(err) from None
+    return wrapper
 
 
 # --- paths from a client: every handler that takes one goes through these (studio/paths.py) ---------------------
@@ -44,9 +125,7 @@ def upload_roots(ctx: UIContext) -> tuple[Path, ...]:
     if ctx.upload_temp_dir is not None:
         temp = Path(ctx.upload_temp_dir)
     else:
-        from gradio.utils import get_upload_folder
-
-        temp = Path(get_upload_folder())
+        temp = Path(gr.utils.get_upload_folder())
     return (temp, *app_roots(ctx))
 
 
@@ -72,24 +151,8 @@ def error_markdown(err: Exception) -> str:
     return f"**Error:** {user_message(err)}"
 
 
-def guarded(fn):
-    """Wrap a UI callback: a UserError (or any crash) becomes a gr.Warning toast, never a traceback."""
-    import gradio as gr
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - shown as one sentence
-            raise gr.Error(user_message(err), print_exception=False) from None
-
-    return wrapper
-
-
 def field_label(name: str) -> str:
     """The words the form shows for a RunConfig field ("Max steps" for max_steps)."""
-    import dataclasses
-
     from ..config import RunConfig
 
     meta = {f.name: f.metadata for f in dataclasses.fields(RunConfig)}[name]
@@ -98,10 +161,6 @@ def field_label(name: str) -> str:
 
 def config_component(name: str, value=None, **overrides):
     """A form component for one RunConfig field, built from its metadata (type, help, bounds, choices)."""
-    import dataclasses
-
-    import gradio as gr
-
     from ..config import METHOD_LABELS, RunConfig
 
     spec = {f.name: f for f in dataclasses.fields(RunConfig)}[name]

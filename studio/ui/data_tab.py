@@ -10,7 +10,9 @@ import functools
 import html
 import math
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -19,7 +21,18 @@ from .. import data, paths
 from ..config import RunConfig
 from ..errors import UserError
 from ..models import load_tokenizer
-from .common import UIContext, app_roots, client_path, config_component, error_markdown, uploaded_path, user_message
+from .common import (
+    UIContext,
+    app_roots,
+    bind,
+    client_path,
+    config_component,
+    error_markdown,
+    keep,
+    slots,
+    uploaded_path,
+    user_message,
+)
 
 MAPPING_FIELDS = ("prompt_column", "response_column", "system_column", "text_column")
 VALIDATION_FIX = "upload it as the separate validation file on the Data tab"
@@ -192,9 +205,175 @@ def _mapping_choices(report: data.DataReport) -> list[str]:
     return choices
 
 
+# --- what the tab draws ----------------------------------------------------------------------
+@dataclass
+class DataView:
+    """Everything the Data tab draws for one training file; a field left at KEEP stays as it is on the page.
+    The four mapping fields are the column-mapping boxes (MAPPING_FIELDS)."""
+
+    data_path: Any = keep()
+    status: Any = keep()
+    table: Any = keep()
+    preview: Any = keep()
+    stats: Any = keep()
+    histogram: Any = keep()
+    problems: Any = keep()
+    split: Any = keep()
+    drop_note: Any = keep()
+    prompt_column: Any = keep()
+    response_column: Any = keep()
+    system_column: Any = keep()
+    text_column: Any = keep()
+
+
+@dataclass
+class DataTab:
+    """What the app wires to other tabs: the view (redrawn after a reload refills the form) and its inputs."""
+
+    view: DataView  # of components
+    mapping: list  # the training file and the four mapping boxes: the inputs every redraw starts with
+    model: Any  # the Model tab's choice (a State with the default model when the tab is built alone)
+    answers_only: gr.Checkbox
+    max_len: gr.State  # the Settings tab's max_seq_length as last seen (512 until that tab says otherwise)
+    fraction: gr.Slider
+    validation_path: gr.Textbox
+
+    @property
+    def looks(self) -> list:
+        """The inputs that decide how the rows look, after the mapping ones (see on_mapping)."""
+        return [self.model, self.answers_only, self.max_len, self.fraction, self.validation_path]
+
+
 def _mapping_of(prompt: str, response: str, system: str, text: str) -> data.ColumnMapping | None:
     mapping = data.ColumnMapping(prompt or "", response or "", system or "", text or "")
     return mapping if mapping.is_set() else None
+
+
+def show(ctx: UIContext, path: str, mapping, model_name, only_answers, length, frac, val_path, progress=None,
+         previous="") -> DataView:
+    """Analyse `path` and fill every output; a bad file gives one sentence in the status line.
+
+    `previous`: the training file in use before this upload. A new file that cannot be read does not replace it:
+    the preview stays, and the status line says which file is still used."""
+    if not path:
+        return DataView()
+    try:  # a path from the page (or any API client) must lie in the app's folders
+        path = str(client_path(ctx, path))
+        if val_path:
+            client_path(ctx, val_path, VALIDATION_FIX)
+    except UserError as err:
+        return DataView(status=error_markdown(err))
+    if progress is not None:  # a large file takes seconds: the user sees what is happening
+        progress(0.1, desc="Reading and checking every row...")
+    try:
+        report = analyse(path, mapping)
+        if progress is not None:
+            progress(0.7, desc="Tokenising a sample for the preview and length statistics...")
+    except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
+        if previous and previous != path:
+            kept = f" Nothing changed: the training file is still **{Path(previous).name}**."
+            return DataView(status=error_markdown(err) + kept)
+        return DataView(path, error_markdown(err), pd.DataFrame(), "", "", "", problems_frame_empty(), "", "")
+    html_preview, stats_line, svg = model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH,
+                                               app_roots(ctx))
+    choices = _mapping_choices(report)
+    boxes = [gr.update(choices=choices, value=v) for v in dataclasses.astuple(report.mapping)]  # MAPPING_FIELDS
+    return DataView(path, status_markdown(report), report.preview, html_preview, stats_line, svg,
+                    problems_frame(report), split_markdown(report, frac, val_path), "", *boxes)
+
+
+def on_upload(ctx: UIContext, file, model_name, only_answers, length, frac, val_path, previous="",
+              progress=gr.Progress()) -> DataView:
+    if not file:
+        return DataView()
+    try:
+        saved = data.save_upload(uploaded_path(ctx, file), ctx.uploads_dir)
+    except Exception as err:  # noqa: BLE001
+        return DataView(status=error_markdown(err))
+    return show(ctx, str(saved), None, model_name, only_answers, length, frac, val_path, progress, previous)
+
+
+def on_sample(ctx: UIContext, path, model_name, only_answers, length, frac, val_path,
+              progress=gr.Progress()) -> DataView:
+    return show(ctx, path, None, model_name, only_answers, length, frac, val_path, progress)
+
+
+def on_mapping(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length, frac,
+               val_path) -> DataView:
+    return show(ctx, path, _mapping_of(prompt, response, system, text), model_name, only_answers, length, frac,
+                val_path)
+
+
+def on_view(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length) -> DataView:
+    """Model, cut-off or masking changed: redraw the preview and the stats from the cached report."""
+    if not path:
+        return DataView(preview="", stats="", histogram="")
+    try:
+        report = analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text))
+        preview, stats, histogram = model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH,
+                                               app_roots(ctx))
+    except Exception as err:  # noqa: BLE001
+        return DataView(preview="", stats=error_markdown(err), histogram="")
+    return DataView(preview=preview, stats=stats, histogram=histogram)
+
+
+def on_length(ctx: UIContext, length, path, prompt, response, system, text, model_name, only_answers) -> tuple:
+    """The Settings tab's max sequence length changed: (the length, remembered in the state, then the DataView with
+    the length check redrawn)."""
+    return length, *slots(on_view(ctx, path, prompt, response, system, text, model_name, only_answers, length))
+
+
+def on_drop(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length, frac,
+            val_path) -> DataView:
+    if not path:
+        return DataView(drop_note="Upload a file first.")
+    try:
+        report = analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text))
+        dropped = len(report.bad_rows())
+        if not dropped:
+            return DataView(drop_note="No bad rows to drop.")
+        clean = data.write_clean_copy(report, ctx.uploads_dir)
+    except Exception as err:  # noqa: BLE001
+        return DataView(drop_note=error_markdown(err))
+    view = show(ctx, str(clean), None, model_name, only_answers, length, frac, val_path)
+    view.drop_note = f"Dropped {dropped:,} rows; training now uses **{clean.name}**."
+    return view
+
+
+def split_for(ctx: UIContext, path, prompt, response, system, text, frac, val_path) -> str:
+    if not path:
+        return ""
+    try:
+        return split_markdown(analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text)), frac,
+                              val_path)
+    except Exception as err:  # noqa: BLE001
+        return error_markdown(err)
+
+
+def on_validation(ctx: UIContext, file, frac, path, prompt, response, system, text) -> tuple[str, str]:
+    """(the validation file kept, the split line). No file (the box cleared): back to a split of the training file."""
+    if not file:
+        return "", split_for(ctx, path, prompt, response, system, text, frac, "")
+    try:
+        saved = data.save_upload(uploaded_path(ctx, file), ctx.uploads_dir)
+        check = data.load_data(saved, _mapping_of(prompt, response, system, text))
+        if not check.good_examples():
+            raise data.DataError(check.message or f"No usable rows in {saved.name}: check the file.")
+    except Exception as err:  # noqa: BLE001
+        return "", error_markdown(err)
+    return str(saved), split_for(ctx, path, prompt, response, system, text, frac, str(saved))
+
+
+def follow_max_seq_length(ctx: UIContext, length_box: gr.components.Component) -> None:
+    """Wired by the app once the Settings tab exists: its max_seq_length then drives the length check (until then,
+    or without it, the check uses DEFAULT_MAX_SEQ_LENGTH)."""
+    tab = ctx.data
+    try:
+        tab.max_len.value = int(length_box.value)  # the per-session starting value of the state
+    except (TypeError, ValueError):
+        pass
+    length_box.change(bind(on_length, ctx), [length_box, *tab.mapping, tab.model, tab.answers_only],
+                      [tab.max_len, *slots(tab.view)], api_visibility="private")
 
 
 # --- the tab ---------------------------------------------------------------------------------
@@ -228,8 +407,8 @@ def build_data_tab(ctx: UIContext) -> None:
     stats_md = gr.Markdown(elem_id="data-stats")
     histogram = gr.HTML(elem_id="data-histogram")
     gr.Markdown("#### Problems")
-    problems = gr.Dataframe(value=pd.DataFrame(columns=["Row", "Problem", "Details"]), interactive=False, wrap=True,
-                            max_height=300, elem_id="data-problems")
+    problems = gr.Dataframe(value=problems_frame_empty(), interactive=False, wrap=True, max_height=300,
+                            elem_id="data-problems")
     with gr.Row():
         drop = gr.Button("Drop bad rows", elem_id="data-drop")
         drop_note = gr.Markdown()
@@ -245,143 +424,27 @@ def build_data_tab(ctx: UIContext) -> None:
 
     model = ctx.fields.get("model") or gr.State(ctx.default_model)
     max_len = gr.State(DEFAULT_MAX_SEQ_LENGTH)
-    if "max_seq_length" in ctx.fields:
-        max_len = ctx.fields["max_seq_length"]
-
-    full_outputs = [data_path, status, table, preview, stats_md, histogram, problems, split_md, drop_note,
-                    *mapping_boxes]
-    blank = (gr.update(),) * len(full_outputs)
-
-    def show(path: str, mapping, model_name, only_answers, length, frac, val_path, progress=None, previous=""):
-        """Analyse `path` and fill every output; a bad file gives one sentence in the status line.
-
-        `previous`: the training file in use before this upload. A new file that cannot be read does not replace
-        it: the preview stays, and the status line says which file is still used."""
-        if not path:
-            return blank
-        try:  # a path from the page (or any API client) must lie in the app's folders
-            path = str(client_path(ctx, path))
-            if val_path:
-                client_path(ctx, val_path, VALIDATION_FIX)
-        except UserError as err:
-            return (gr.update(), error_markdown(err), *blank[2:])
-        if progress is not None:  # a large file takes seconds: the user sees what is happening
-            progress(0.1, desc="Reading and checking every row...")
-        try:
-            report = analyse(path, mapping)
-            if progress is not None:
-                progress(0.7, desc="Tokenising a sample for the preview and length statistics...")
-        except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
-            if previous and previous != path:
-                kept = f" Nothing changed: the training file is still **{Path(previous).name}**."
-                return (gr.update(), error_markdown(err) + kept, *blank[2:])
-            return (path, error_markdown(err), pd.DataFrame(), "", "", "", problems_frame_empty(), "", "",
-                    *(gr.update() for _ in mapping_boxes))
-        html_preview, stats_line, svg = model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH,
-                                                   app_roots(ctx))
-        choices = _mapping_choices(report)
-        boxes = [gr.update(choices=choices, value=v) for v in dataclasses.astuple(report.mapping)]  # MAPPING_FIELDS
-        return (path, status_markdown(report), report.preview, html_preview, stats_line, svg, problems_frame(report),
-                split_markdown(report, frac, val_path), "", *boxes)
-
-    def on_upload(file, model_name, only_answers, length, frac, val_path, previous="", progress=gr.Progress()):
-        if not file:
-            return blank
-        try:
-            saved = data.save_upload(uploaded_path(ctx, file), ctx.uploads_dir)
-        except Exception as err:  # noqa: BLE001
-            return (gr.update(), error_markdown(err), *blank[2:])
-        return show(str(saved), None, model_name, only_answers, length, frac, val_path, progress, previous)
-
-    def on_sample(path, model_name, only_answers, length, frac, val_path, progress=gr.Progress()):
-        return show(path, None, model_name, only_answers, length, frac, val_path, progress)
-
-    def on_mapping(path, prompt, response, system, text, model_name, only_answers, length, frac, val_path):
-        return show(path, _mapping_of(prompt, response, system, text), model_name, only_answers, length, frac,
-                    val_path)
-
-    def on_view(path, prompt, response, system, text, model_name, only_answers, length):
-        """Model, cut-off or masking changed: redraw the preview and the stats from the cached report."""
-        if not path:
-            return "", "", ""
-        try:
-            report = analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text))
-            return model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH, app_roots(ctx))
-        except Exception as err:  # noqa: BLE001
-            return "", error_markdown(err), ""
-
-    def on_drop(path, prompt, response, system, text, model_name, only_answers, length, frac, val_path):
-        if not path:
-            return (*blank[:8], "Upload a file first.", *blank[9:])
-        try:
-            report = analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text))
-            dropped = len(report.bad_rows())
-            if not dropped:
-                return (*blank[:8], "No bad rows to drop.", *blank[9:])
-            clean = data.write_clean_copy(report, ctx.uploads_dir)
-        except Exception as err:  # noqa: BLE001
-            return (*blank[:8], error_markdown(err), *blank[9:])
-        out = list(show(str(clean), None, model_name, only_answers, length, frac, val_path))
-        out[8] = f"Dropped {dropped:,} rows; training now uses **{clean.name}**."
-        return tuple(out)
-
-    def on_validation(file, frac, path, prompt, response, system, text):
-        if not file:
-            return "", split_for(path, prompt, response, system, text, frac, "")
-        try:
-            saved = data.save_upload(uploaded_path(ctx, file), ctx.uploads_dir)
-            check = data.load_data(saved, _mapping_of(prompt, response, system, text))
-            if not check.good_examples():
-                raise data.DataError(check.message or f"No usable rows in {saved.name}: check the file.")
-        except Exception as err:  # noqa: BLE001
-            return "", error_markdown(err)
-        return str(saved), split_for(path, prompt, response, system, text, frac, str(saved))
-
-    def split_for(path, prompt, response, system, text, frac, val_path):
-        if not path:
-            return ""
-        try:
-            return split_markdown(analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text)), frac,
-                                  val_path)
-        except Exception as err:  # noqa: BLE001
-            return error_markdown(err)
-
-    common = [model, answers_only, max_len, fraction, validation_path]
+    view = DataView(data_path, status, table, preview, stats_md, histogram, problems, split_md, drop_note,
+                    *mapping_boxes)
+    outputs = slots(view)
     mapping_in = [data_path, *mapping_boxes]
-    upload.upload(on_upload, [upload, *common, data_path], full_outputs, api_visibility="private")
-    ctx.extra["data_redraw"] = (on_mapping, [*mapping_in, *common], full_outputs)  # after the form is refilled
-    sample.input(on_sample, [sample, *common], full_outputs, api_visibility="private")
+    tab = DataTab(view, mapping_in, model, answers_only, max_len, fraction, validation_path)
+    looks = tab.looks
+    upload.upload(bind(on_upload, ctx), [upload, *looks, data_path], outputs, api_visibility="private")
+    sample.input(bind(on_sample, ctx), [sample, *looks], outputs, api_visibility="private")
     for box in mapping_boxes:
-        box.input(on_mapping, [*mapping_in, *common], full_outputs, api_visibility="private")
+        box.input(bind(on_mapping, ctx), [*mapping_in, *looks], outputs, api_visibility="private")
     view_inputs = [*mapping_in, model, answers_only, max_len]
-    answers_only.change(on_view, view_inputs, [preview, stats_md, histogram], api_visibility="private")
-    if isinstance(model, gr.components.Component) and not isinstance(model, gr.State):
-        model.change(on_view, view_inputs, [preview, stats_md, histogram], api_visibility="private")
-    drop.click(on_drop, [*mapping_in, *common], full_outputs, api_visibility="private")
-    fraction.change(split_for, [*mapping_in, fraction, validation_path], split_md, api_visibility="private")
-    validation_upload.upload(on_validation, [validation_upload, fraction, *mapping_in], [validation_path, split_md],
-                             api_visibility="private")
-    validation_upload.clear(lambda *a: on_validation(None, *a), [fraction, *mapping_in], [validation_path, split_md],
-                             api_visibility="private")
-
-    def wire_max_seq_length(context: UIContext) -> None:
-        """Run by the app after every tab is built (ctx.extra["after_build"]): the Settings tab's max_seq_length
-        then drives the length check. Before that (or without it) the check uses 512 tokens."""
-        component = context.fields.get("max_seq_length")
-        if component is None or component is max_len or not isinstance(max_len, gr.State):
-            return
-        try:
-            max_len.value = int(component.value)  # the per-session starting value of the state
-        except (TypeError, ValueError):
-            pass
-
-        def on_length(length, *rest):
-            return (length, *on_view(*rest[:-1], length))
-
-        component.change(on_length, [component, *view_inputs], [max_len, preview, stats_md, histogram],
-                         api_visibility="private")
-
-    ctx.extra.setdefault("after_build", []).append(wire_max_seq_length)
+    answers_only.change(bind(on_view, ctx), view_inputs, outputs, api_visibility="private")
+    if not isinstance(model, gr.State):
+        model.change(bind(on_view, ctx), view_inputs, outputs, api_visibility="private")
+    drop.click(bind(on_drop, ctx), [*mapping_in, *looks], outputs, api_visibility="private")
+    fraction.change(bind(split_for, ctx), [*mapping_in, fraction, validation_path], split_md,
+                    api_visibility="private")
+    validation_upload.upload(bind(on_validation, ctx), [validation_upload, fraction, *mapping_in],
+                             [validation_path, split_md], api_visibility="private")
+    validation_upload.clear(bind(on_validation, ctx, None), [fraction, *mapping_in], [validation_path, split_md],
+                            api_visibility="private")
 
     ctx.fields["data_path"] = data_path
     ctx.fields["validation_path"] = validation_path
@@ -389,7 +452,7 @@ def build_data_tab(ctx: UIContext) -> None:
     for name, box in zip(MAPPING_FIELDS, mapping_boxes):
         ctx.fields[name] = box
     ctx.fields["train_on_answers_only"] = answers_only
-    ctx.extra["data_status"] = status
+    ctx.data = tab
 
 
 def problems_frame_empty() -> pd.DataFrame:

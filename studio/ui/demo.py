@@ -18,8 +18,9 @@ import gradio as gr
 from ..chat import BASE_LABEL, TUNED_LABEL, ChatSession, GenerationSettings, run_adapter_dir
 from ..errors import UserError
 from ..logs import ArgumentParser, tell_user
-from .chat_tab import chat_turn, clear_chat, stop_event_for, stop_session
-from .common import user_message
+from .chat_tab import chat_turn
+from .common import guarded
+from .sessions import clear_chat, stop_event_for, stop_session
 
 DEMO_USER = "demo"
 DEMO_SETTINGS = GenerationSettings(max_new_tokens=256, temperature=0.0, repetition_penalty=1.1)
@@ -55,14 +56,12 @@ def build_demo(run_dir: str | Path, session: ChatSession | None = None,
                 state["session"] = ChatSession.for_run(run_dir)
             return state["session"]
 
+    @guarded
     def chat(message: str, base_history: list, tuned_history: list, request: gr.Request = None):
-        try:
-            stop_flag = stop_event_for(request)
-            for base, tuned in chat_turn(get_session(), message, base_history, tuned_history, settings, settings,
-                                         stop_flag):
-                yield base, tuned, ""
-        except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
-            raise gr.Error(user_message(err), print_exception=False) from None
+        stop_flag = stop_event_for(request)
+        for base, tuned in chat_turn(get_session(), message, base_history, tuned_history, settings, settings,
+                                     stop_flag):
+            yield base, tuned, ""
 
     with gr.Blocks(title=f"Chat - {run_dir.name}") as demo:
         gr.Markdown(f"# {run_dir.name}\nThe same message goes to the base model and to its fine-tuned version; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -9,7 +10,14 @@ import pandas as pd
 
 from .. import models, paths
 from ..config import BUNDLED_MODEL, RunConfig
-from .common import UIContext, app_roots, config_component, user_message
+from .common import UIContext, app_roots, bind, config_component, user_message
+
+
+@dataclass
+class ModelTab:
+    """What the Model tab lends to others: the catalogue, whose fit badges follow the Settings tab's sizing."""
+
+    catalog: gr.Dataframe
 
 
 def catalog_table(method: str, seq_len: int, batch_size: int) -> pd.DataFrame:
@@ -46,6 +54,16 @@ def describe_model(name: str, trust_remote_code: bool, roots: tuple[Path, ...] |
             f"{config.hidden_size}, vocabulary {len(tokenizer):,}, stored as {dtype}, chat template: {template}.")
 
 
+def check_model(ctx: UIContext, name: str, trust_remote_code: bool) -> str:
+    """The Check button: describe a model the page names (a folder must lie in the app's folders)."""
+    return describe_model(name, trust_remote_code, app_roots(ctx))
+
+
+def pick_row(event: gr.SelectData) -> str:
+    """A click on a catalogue row picks its model."""
+    return event.row_value[0]
+
+
 def build_model_tab(ctx: UIContext) -> None:
     hardware = models.detect_hardware()
     gr.Markdown("### Choose the base model\nThe bundled model works offline and is small enough to train on a "
@@ -64,13 +82,8 @@ def build_model_tab(ctx: UIContext) -> None:
                 "as long as the maximum; the Train tab estimates from your actual data, which is usually less.")
     table = gr.Dataframe(value=catalog_table(defaults.method, defaults.max_seq_length, defaults.batch_size),
                          interactive=False, wrap=True, elem_id="catalog")
-    check.click(lambda name, trust_code: describe_model(name, trust_code, app_roots(ctx)), [model, trust], info,
-                api_visibility="private")
-
-    def pick_row(event: gr.SelectData):
-        return event.row_value[0]
-
+    check.click(bind(check_model, ctx), [model, trust], info, api_visibility="private")
     table.select(pick_row, None, model, api_visibility="private")
     ctx.fields["model"] = model
     ctx.fields["trust_remote_code"] = trust
-    ctx.extra["catalog_table"] = table
+    ctx.model = ModelTab(table)

@@ -9,7 +9,16 @@ from pathlib import Path
 import gradio as gr
 
 from ..config import PRESETS, RunConfig, apply_preset
-from .common import UIContext, client_config, config_component, field_label, uploaded_path, user_message
+from .common import (
+    UIContext,
+    bind,
+    client_config,
+    config_component,
+    error_markdown,
+    field_label,
+    uploaded_path,
+    user_message,
+)
 
 # Fields shown on this tab, in the order a person thinks about them.
 # What most people change, in view; the rest behind "Advanced", where the presets' values are a good start.
@@ -17,6 +26,7 @@ MAIN_FIELDS = ["epochs", "max_steps", "learning_rate", "batch_size", "max_seq_le
 OPTIMISER_FIELDS = ["lr_scheduler", "warmup_ratio", "gradient_accumulation", "packing", "weight_decay", "seed"]
 LORA_FIELDS = ["lora_rank", "lora_alpha", "lora_dropout", "target_modules", "gradient_checkpointing"]
 MONITOR_FIELDS = ["eval_every", "save_every", "keep_checkpoints", "logging_every"]
+PRESET_FIELDS = sorted({k for values in PRESETS.values() for k in values})  # what a preset sets, in this order
 
 
 def command_for(config: RunConfig) -> tuple[str, str]:
@@ -35,6 +45,41 @@ def differences_from_preset(preset: str, config: RunConfig) -> str:
     return f"Changed from **{preset}**: {items}"
 
 
+def preset_values(name: str) -> list:
+    """A preset's values for PRESET_FIELDS, in that order."""
+    return [gr.update(value=PRESETS[name][k]) for k in PRESET_FIELDS]
+
+
+def show_command(ctx: UIContext, names: list[str], *values) -> tuple[str, str, str | None]:
+    """(config JSON, command, the JSON as a file to download) for the form's run; a bad field is said in the JSON
+    box."""
+    try:
+        config = client_config(ctx, names, list(values))
+    except Exception as err:  # noqa: BLE001
+        return f"// {user_message(err)}", "", None
+    text, cmd = command_for(config)
+    path = Path(tempfile.mkdtemp(prefix="studio-config-")) / "my-run.json"
+    path.write_text(text + "\n")
+    return text, cmd, str(path)
+
+
+def load_config(ctx: UIContext, names: list[str], path) -> list:
+    """A config file saved with "Show as command": every field of `names` from it, then the note under the box."""
+    try:
+        config = RunConfig.load(uploaded_path(ctx, path, fix="load a config file you saved with Show as command"))
+    except Exception as err:  # noqa: BLE001
+        return [gr.skip() for _ in names] + [error_markdown(err)]
+    return [gr.update(value=getattr(config, n)) for n in names] + [f"Loaded {Path(path).name}."]
+
+
+def preset_note(ctx: UIContext, names: list[str], preset: str, *values) -> str:
+    """What the form changed from its preset, or the field to fix."""
+    try:
+        return differences_from_preset(preset, client_config(ctx, names, list(values)))
+    except Exception as err:  # noqa: BLE001
+        return f"**Check this field:** {user_message(err)}"
+
+
 def build_settings_tab(ctx: UIContext) -> None:
     defaults = apply_preset(RunConfig(), "Quick test")
     gr.Markdown("### Training settings\nStart from a preset, then change what you need. Every field says what it "
@@ -42,7 +87,8 @@ def build_settings_tab(ctx: UIContext) -> None:
     preset = gr.Radio(list(PRESETS), value="Quick test", label="Preset", elem_id="preset",
                       info="Quick test: a few minutes to see it work. Balanced: a real run. Thorough: more epochs "
                            "and capacity.")
-    preset_note = gr.Markdown(elem_id="preset-note")
+    note = gr.Markdown(elem_id="preset-note")
+
     def fields(names: list[str]) -> None:
         for name in names:
             ctx.fields[name] = config_component(name, getattr(defaults, name))
@@ -64,14 +110,6 @@ def build_settings_tab(ctx: UIContext) -> None:
                 gr.Markdown("#### Validation and checkpoints")
                 fields(MONITOR_FIELDS)
 
-    preset_fields = sorted({k for values in PRESETS.values() for k in values})
-
-    def on_preset(name):
-        values = PRESETS[name]
-        return [gr.update(value=values[k]) for k in preset_fields]
-
-    preset.change(on_preset, preset, [ctx.fields[k] for k in preset_fields], api_visibility="private")
-
     with gr.Accordion("Show as command / load a config file", open=False):
         gr.Markdown("The same run without the browser: save the config and run the command. Loading a config "
                     "file fills this form.")
@@ -83,34 +121,9 @@ def build_settings_tab(ctx: UIContext) -> None:
         load_note = gr.Markdown()
 
     names = list(ctx.fields)  # every field registered so far (model and data tabs come first)
-
-    def show_command(*values):
-        try:
-            config = client_config(ctx, names, list(values))
-        except Exception as err:  # noqa: BLE001
-            return f"// {user_message(err)}", "", None
-        text, cmd = command_for(config)
-        path = Path(tempfile.mkdtemp(prefix="studio-config-")) / "my-run.json"
-        path.write_text(text + "\n")
-        return text, cmd, str(path)
-
-    show.click(show_command, [ctx.fields[n] for n in names], [config_json, command, download], api_visibility="private")
-
-    def load_config(path):
-        try:
-            config = RunConfig.load(uploaded_path(ctx, path, fix="load a config file you saved with Show as command"))
-        except Exception as err:  # noqa: BLE001
-            return [gr.update() for _ in names] + [f"**Error:** {user_message(err)}"]
-        return [gr.update(value=getattr(config, n)) for n in names] + [f"Loaded {Path(path).name}."]
-
-    upload.upload(load_config, upload, [ctx.fields[n] for n in names] + [load_note], api_visibility="private")
-
-    def note(preset_name, *values):
-        try:
-            return differences_from_preset(preset_name, client_config(ctx, names, list(values)))
-        except Exception as err:  # noqa: BLE001
-            return f"**Check this field:** {user_message(err)}"
-
+    form = ctx.form(names)
+    preset.change(preset_values, preset, ctx.form(PRESET_FIELDS), api_visibility="private")
+    show.click(bind(show_command, ctx, names), form, [config_json, command, download], api_visibility="private")
+    upload.upload(bind(load_config, ctx, names), upload, [*form, load_note], api_visibility="private")
     for name in MAIN_FIELDS + OPTIMISER_FIELDS + LORA_FIELDS + MONITOR_FIELDS:
-        ctx.fields[name].change(note, [preset] + [ctx.fields[n] for n in names], preset_note, api_visibility="private")
-    ctx.extra["preset"] = preset
+        ctx.fields[name].change(bind(preset_note, ctx, names), [preset, *form], note, api_visibility="private")

@@ -7,14 +7,18 @@ a second browser tab or a restarted server shows the same run, still live.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
 from .. import jobs
 from ..config import METHOD_LABELS
+from ..errors import UserError
 from ..events import EVENTS_FILE, LIVE, STATUS_FILE, read_events, replay, smooth
-from .common import UIContext, client_config, user_message
+from .common import UIContext, bind, client_config, error_markdown, keep, slots, user_message
+from .sessions import release_gpu_sessions
 
 POLL_S = 1.0
 TABLE_EVERY_S = 10.0
@@ -131,27 +135,6 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
     return "\n\n".join(lines)
 
 
-def refresh(runs_dir, run_id: str | None):
-    """Everything the live view shows, rebuilt from the run's files."""
-    empty = loss_frame(replay([]))
-    if not run_id:
-        return ("No run yet. Pick a model, data and settings, then press **Start training**.", empty,
-                typed(pd.DataFrame(), LR_DTYPES), gr.update(value="", visible=False))
-    try:
-        run_dir = jobs.run_path(runs_dir, run_id)
-        status = jobs.run_state(run_dir)
-        history = replay(read_events(run_dir))
-    except Exception as err:  # noqa: BLE001
-        return f"**Error:** {user_message(err)}", empty, typed(pd.DataFrame(), LR_DTYPES), gr.update(visible=False)
-    # The worker log helps with a crash; a failure already told in one sentence (a bad model id, bad data) is
-    # not a crash, and its traceback would only bury the sentence.
-    failed = status.get("status") == "failed" and history.error.get("kind") != "user"
-    log = history.error.get("log_tail") or jobs.log_tail(run_dir) if failed else ""
-    return (status_markdown(run_dir, status, history, jobs.stalled_for(run_dir, status)), loss_frame(history),
-            lr_frame(history),
-            gr.update(value=log, visible=failed))
-
-
 def history_table(runs_dir) -> pd.DataFrame:
     """One row per run on disk, newest first; no rows without a runs folder (the page as built, before a login)."""
     rows = [{"Run": s.run_id, "Status": s.status, "Model": s.model, "Data": s.data, "Method": s.method,
@@ -165,6 +148,7 @@ def history_table(runs_dir) -> pd.DataFrame:
 
 
 def compare_runs(runs_dir, run_ids: list[str]):
+    """(loss curves of the runs, the settings that differ between them)."""
     if not run_ids:
         return typed(pd.DataFrame(), LOSS_DTYPES), pd.DataFrame()
     frames, dirs = [], []
@@ -208,15 +192,170 @@ def files_key(runs_dir, run_id: str | None) -> tuple:
     return key + (int(stalled // 60) if stalled >= STALL_AFTER_S else 0, status.get("status"))
 
 
+@dataclass
+class RunView:
+    """What the Train tab draws for the run shown; a field left at KEEP stays as it is on the page."""
+
+    status: Any = keep()
+    loss_plot: Any = keep()
+    lr_plot: Any = keep()
+    log: Any = keep()  # the worker log's last lines, shown only after a crash
+    table: Any = keep()  # the run history
+    seen: Any = keep()  # what this page last drew (see poll)
+
+
+@dataclass
+class StartView:
+    notice: Any = keep()
+    run_select: Any = keep()
+
+
+@dataclass
+class DeleteView:
+    notice: Any = keep()
+    run_select: Any = keep()
+    table: Any = keep()
+    confirm: Any = keep()
+
+
+@dataclass
+class PageView:
+    """A new page (or a reload): the run list, the history and the runs to compare."""
+
+    run_select: Any = keep()
+    table: Any = keep()
+    compare_select: Any = keep()
+
+
+@dataclass
+class TrainTab:
+    """What the Train tab lends to the app's wiring: the estimate beside Start (redrawn when the tab is opened)."""
+
+    estimate: gr.Markdown
+    page: PageView  # of components: filled on page load
+
+
+def draw_run(runs_dir, run_id: str | None) -> RunView:
+    """Everything the live view shows, rebuilt from the run's files."""
+    empty = loss_frame(replay([]))
+    if not run_id:
+        return RunView("No run yet. Pick a model, data and settings, then press **Start training**.", empty,
+                       typed(pd.DataFrame(), LR_DTYPES), gr.update(value="", visible=False))
+    try:
+        run_dir = jobs.run_path(runs_dir, run_id)
+        status = jobs.run_state(run_dir)
+        history = replay(read_events(run_dir))
+    except Exception as err:  # noqa: BLE001
+        return RunView(error_markdown(err), empty, typed(pd.DataFrame(), LR_DTYPES), gr.update(visible=False))
+    # The worker log helps with a crash; a failure already told in one sentence (a bad model id, bad data) is
+    # not a crash, and its traceback would only bury the sentence.
+    failed = status.get("status") == "failed" and history.error.get("kind") != "user"
+    log = history.error.get("log_tail") or jobs.log_tail(run_dir) if failed else ""
+    return RunView(status_markdown(run_dir, status, history, jobs.stalled_for(run_dir, status)), loss_frame(history),
+                   lr_frame(history), gr.update(value=log, visible=failed))
+
+
+def estimate_text(ctx: UIContext, names: list[str], *values) -> str:
+    """The memory and time the form's run needs, or what to fix first."""
+    from ..estimate import estimate_run
+
+    try:
+        return estimate_run(client_config(ctx, names, list(values))).summary()
+    except Exception as err:  # noqa: BLE001
+        return f"**Fix this before starting:** {user_message(err)}"
+
+
+def start_training(ctx: UIContext, names: list[str], *values) -> StartView:
+    """Check everything a run needs, then start it in its own process."""
+    try:
+        config = client_config(ctx, names, list(values))  # data and model folder inside the app's folders
+        from .. import data, models
+
+        models.resolve_method(config)  # QLoRA without CUDA: one clear sentence now, not later
+        models.load_tokenizer(config.model, config.trust_remote_code)  # unknown id, offline: said now
+        train_rows, _ = data.load_for_config(config)  # bad data: said now, before a process starts
+        config.check_data_size(len(train_rows))
+        jobs.ensure_none_training(ctx.runs_dir)  # before the chat models are freed for nothing
+        release_gpu_sessions()
+        run_dir = jobs.start_run(config, ctx.runs_dir)
+    except Exception as err:  # noqa: BLE001
+        return StartView(f"**Cannot start:** {user_message(err)}")
+    return StartView(f"Started run **{run_dir.name}**.",
+                     gr.update(choices=run_choices(ctx.runs_dir), value=run_dir.name))
+
+
+def stop_training(ctx: UIContext, run_id) -> str:
+    if not run_id:
+        return "No run selected."
+    try:
+        run_dir = jobs.run_path(ctx.runs_dir, run_id)
+        if jobs.run_state(run_dir).get("status") not in LIVE:
+            return f"Run {run_id} is not training."
+        jobs.stop_run(run_dir)
+    except Exception as err:  # noqa: BLE001
+        return error_markdown(err)
+    return f"Stopping {run_id}: the adapter and a checkpoint are being saved."
+
+
+def resume_training(ctx: UIContext, run_id) -> str:
+    try:
+        if not run_id:
+            raise UserError("Pick a run to resume.")
+        run_dir = jobs.resume_run(ctx.runs_dir, run_id)
+    except Exception as err:  # noqa: BLE001
+        return f"**Cannot resume:** {user_message(err)}"
+    return f"Resuming {run_dir.name} from its last checkpoint."
+
+
+def delete_run(ctx: UIContext, run_id, sure: bool) -> DeleteView:
+    if not sure:
+        return DeleteView("Tick the box to confirm the deletion.", confirm=False)
+    try:
+        jobs.delete_run(ctx.runs_dir, run_id)
+    except Exception as err:  # noqa: BLE001
+        return DeleteView(f"**Cannot delete:** {user_message(err)}", confirm=False)
+    return DeleteView(f"Deleted {run_id}.", gr.update(choices=run_choices(ctx.runs_dir),
+                                                      value=default_run(ctx.runs_dir)),
+                      history_table(ctx.runs_dir), False)
+
+
+def poll(ctx: UIContext, run_id, seen) -> RunView:
+    """Redraw only when the run's files changed since this page last drew them (`seen`), so an idle or finished run
+    costs nothing per tick. The history table follows when the run's status changes, and every TABLE_EVERY_S while
+    it trains (redrawn each second, it would fight the user scrolling it)."""
+    key = files_key(ctx.runs_dir, run_id)
+    if seen and seen.get("key") == key:
+        return RunView()
+    view = draw_run(ctx.runs_dir, run_id)
+    state = key[-1]
+    now = time.time()
+    table_due = seen and (seen.get("state") != state or now - seen.get("table_at", 0) >= TABLE_EVERY_S)
+    view.table = history_table(ctx.runs_dir) if table_due else gr.skip()
+    view.seen = {"key": key, "state": state, "table_at": now if table_due or not seen else seen.get("table_at", now)}
+    return view
+
+
+def show_run(ctx: UIContext, run_id) -> RunView:
+    """Another run shown: drawn at once, whatever this page drew before."""
+    return poll(ctx, run_id, None)
+
+
+def open_page(ctx: UIContext) -> PageView:
+    """A new page (or a reload) shows the live run, else the newest one."""
+    choices = run_choices(ctx.runs_dir)
+    return PageView(gr.update(choices=choices, value=default_run(ctx.runs_dir)), history_table(ctx.runs_dir),
+                    gr.update(choices=choices))
+
+
 def build_train_tab(ctx: UIContext) -> None:
-    runs_dir = ctx.runs_dir
     names = list(ctx.fields)
+    form = ctx.form(names)
     gr.Markdown("### Train\nPress **Start training**. The run goes on in its own process: you can reload this page "
                 "or close it, and come back to the same run.")
     with gr.Row():
-        start = gr.Button("Start training", variant="primary", elem_id="start")
-        stop = gr.Button("Stop (saves the adapter)", variant="stop", elem_id="stop")
-        resume = gr.Button("Resume", elem_id="resume")
+        start_btn = gr.Button("Start training", variant="primary", elem_id="start")
+        stop_btn = gr.Button("Stop (saves the adapter)", variant="stop", elem_id="stop")
+        resume_btn = gr.Button("Resume", elem_id="resume")
     with gr.Row():
         estimate = gr.Markdown("Press **Check & estimate** to validate the settings and see the memory and time "
                                "this run needs.", elem_id="estimate")
@@ -246,101 +385,17 @@ def build_train_tab(ctx: UIContext) -> None:
             delete_confirm = gr.Checkbox(label="Yes, delete the run shown above and its files", value=False)
             delete_btn = gr.Button("Delete run", variant="stop")
 
-    def on_estimate(*values):
-        try:
-            from ..estimate import estimate_run
-
-            return estimate_run(client_config(ctx, names, list(values))).summary()
-        except Exception as err:  # noqa: BLE001
-            return f"**Fix this before starting:** {user_message(err)}"
-
-    def on_start(*values):
-        try:
-            config = client_config(ctx, names, list(values))  # data and model folder inside the app's folders
-            from .. import data, models
-
-            models.resolve_method(config)  # QLoRA without CUDA: one clear sentence now, not later
-            models.load_tokenizer(config.model, config.trust_remote_code)  # unknown id, offline: said now
-            train_rows, _ = data.load_for_config(config)  # bad data: said now, before a process starts
-            config.check_data_size(len(train_rows))
-            jobs.ensure_none_training(runs_dir)  # before the hooks below free anything for nothing
-            for prepare in ctx.extra.get("before_start", []):  # e.g. the Chat tab frees the GPU
-                prepare()
-            run_dir = jobs.start_run(config, runs_dir)
-        except Exception as err:  # noqa: BLE001
-            return f"**Cannot start:** {user_message(err)}", gr.update()
-        return (f"Started run **{run_dir.name}**.",
-                gr.update(choices=run_choices(runs_dir), value=run_dir.name))
-
-    def on_stop(run_id):
-        if not run_id:
-            return "No run selected."
-        try:
-            run_dir = jobs.run_path(runs_dir, run_id)
-            if jobs.run_state(run_dir).get("status") not in LIVE:
-                return f"Run {run_id} is not training."
-            jobs.stop_run(run_dir)
-        except Exception as err:  # noqa: BLE001
-            return f"**Error:** {user_message(err)}"
-        return f"Stopping {run_id}: the adapter and a checkpoint are being saved."
-
-    def on_resume(run_id):
-        try:
-            if not run_id:
-                raise ValueError("pick a run to resume")
-            run_dir = jobs.resume_run(runs_dir, run_id)
-        except Exception as err:  # noqa: BLE001
-            return f"**Cannot resume:** {user_message(err)}"
-        return f"Resuming {run_dir.name} from its last checkpoint."
-
-    def on_delete(run_id, sure):
-        if not sure:
-            return "Tick the box to confirm the deletion.", gr.update(), gr.update(), False
-        try:
-            jobs.delete_run(runs_dir, run_id)
-        except Exception as err:  # noqa: BLE001
-            return f"**Cannot delete:** {user_message(err)}", gr.update(), gr.update(), False
-        return (f"Deleted {run_id}.", gr.update(choices=run_choices(runs_dir), value=default_run(runs_dir)),
-                history_table(runs_dir), False)
-
-    def on_tick(run_id, seen):
-        """Redraw only when the run's files changed since this page last drew them (`seen`), so an idle or
-        finished run costs nothing per tick. The history table follows when the run's status changes, and every
-        TABLE_EVERY_S while it trains (redrawn each second, it would fight the user scrolling it)."""
-        key = files_key(runs_dir, run_id)
-        if seen and seen.get("key") == key:
-            return (*(gr.skip() for _ in outputs), gr.skip(), seen)
-        drawn = refresh(runs_dir, run_id)
-        state = key[-1]
-        now = time.time()
-        table_due = seen and (seen.get("state") != state or now - seen.get("table_at", 0) >= TABLE_EVERY_S)
-        table_at = now if table_due or not seen else seen.get("table_at", now)
-        return (*drawn, history_table(runs_dir) if table_due else gr.skip(),
-                {"key": key, "state": state, "table_at": table_at})
-
-    def on_select(run_id):
-        return on_tick(run_id, None)
-
-    def on_load():
-        # A new page (or a reload) shows the live run, else the newest one.
-        return gr.update(choices=run_choices(runs_dir), value=default_run(runs_dir)), history_table(runs_dir), \
-            gr.update(choices=run_choices(runs_dir))
-
-    start.click(on_start, [ctx.fields[n] for n in names], [notice, run_select], api_visibility="private")
-    estimate_btn.click(on_estimate, [ctx.fields[n] for n in names], estimate, api_visibility="private")
-    ctx.extra["train_tab_select"] = (on_estimate, [ctx.fields[n] for n in names], estimate)
-    stop.click(on_stop, run_select, notice, api_visibility="private")
-    resume.click(on_resume, run_select, notice, api_visibility="private")
-    delete_btn.click(on_delete, [run_select, delete_confirm], [notice, run_select, table, delete_confirm],
-                     api_visibility="private")
-    compare_btn.click(lambda ids: compare_runs(runs_dir, ids), compare_select, [compare_plot, compare_table],
+    view = RunView(status, loss_plot, lr_plot, log_box, table, gr.State(None))
+    start_btn.click(bind(start_training, ctx, names), form, slots(StartView(notice, run_select)),
+                    api_visibility="private")
+    estimate_btn.click(bind(estimate_text, ctx, names), form, estimate, api_visibility="private")
+    stop_btn.click(bind(stop_training, ctx), run_select, notice, api_visibility="private")
+    resume_btn.click(bind(resume_training, ctx), run_select, notice, api_visibility="private")
+    delete_btn.click(bind(delete_run, ctx), [run_select, delete_confirm],
+                     slots(DeleteView(notice, run_select, table, delete_confirm)), api_visibility="private")
+    compare_btn.click(bind(compare_runs, ctx.runs_dir), compare_select, [compare_plot, compare_table],
                       api_visibility="private")
-    outputs = [status, loss_plot, lr_plot, log_box]
-    seen = gr.State(None)  # what this page last drew: see on_tick
-    run_select.change(on_select, run_select, [*outputs, table, seen], show_progress="hidden",
-                      api_visibility="private")
-    timer = gr.Timer(POLL_S)
-    timer.tick(on_tick, [run_select, seen], [*outputs, table, seen], show_progress="hidden",
-               api_visibility="private")
-    ctx.extra["train_load"] = (on_load, [run_select, table, compare_select])
-    ctx.extra["run_select"] = run_select
+    run_select.change(bind(show_run, ctx), run_select, slots(view), show_progress="hidden", api_visibility="private")
+    gr.Timer(POLL_S).tick(bind(poll, ctx), [run_select, view.seen], slots(view), show_progress="hidden",
+                          api_visibility="private")
+    ctx.train = TrainTab(estimate, PageView(run_select, table, compare_select))
