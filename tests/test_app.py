@@ -59,3 +59,13 @@ def test_share_requires_a_login():
     assert creds[0] == "studio" and creds[1] == generated and len(generated) >= 12
     assert resolve_auth(share=True, auth="ann:secret", user="studio") == (("ann", "secret"), None)
     assert resolve_auth(share=False, auth=None, user="studio") == (None, None)
+
+
+def redrawn_by(app, elem_id: str, event: str) -> set[str]:
+    """The elem_ids of every component that the `event` of the component `elem_id` redraws, from the page's config
+    (what the browser is told to do), whichever handlers do it."""
+    config = app.get_config_file()
+    ids = {c["id"]: c["props"].get("elem_id") for c in config["components"]}
+    source = next(i for i, name in ids.items() if name == elem_id)
+    return {ids[o] for dep in config["dependencies"] if [source, event] in [list(t) for t in dep["targets"]]
+            for o in dep["outputs"] if ids.get(o)}

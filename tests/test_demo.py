@@ -121,7 +121,9 @@ def test_chat_tab_endpoints(trained_run, session, tmp_path):
         assert _answer(base) == session.generate(PROMPT, SHORT, use_adapter=False).strip()
         assert "pick a finished run" in _answer(tuned)
         zip_file, message = client.predict(trained_run.name, api_name="/export_zip")
-        assert zip_file.endswith(".zip") and "ready" in message
+        assert zip_file.endswith(".zip") and "ready" in message and trained_run.name in message  # whose zip
+        losses = client.predict(trained_run.name, api_name="/validation_loss")
+        assert losses["headers"][0] == "run" and {row[0] for row in losses["data"]} == {trained_run.name}
         with pytest.raises(Exception, match="not in the list of choices|not a valid run id"):
             client.predict("../etc", PROMPT, [], [], "", True, *values, *values, api_name="/chat")
     finally:

@@ -51,7 +51,7 @@ class ChatTab:
 
 @dataclass
 class BatchView:
-    """The batch comparison's outputs."""
+    """The batch comparison's outputs. Each result names its run, and all go when another run is picked."""
 
     status: Any = keep()
     table: Any = keep()
@@ -170,6 +170,19 @@ def select_run(ctx: UIContext, run_id) -> str:
         return error_markdown(err)
 
 
+def forget_results() -> BatchView:
+    """Another run was picked: the comparison shown was the previous run's."""
+    return BatchView("", pd.DataFrame(columns=BATCH_COLUMNS), gr.DownloadButton(value=None, visible=False))
+
+
+def empty_losses() -> pd.DataFrame:
+    return pd.DataFrame(columns=["run", "model", "loss", "perplexity"])
+
+
+def _run_name(run_id) -> str:
+    return f"run **{run_id}**" if run_id and run_id != NO_RUN else "the base model alone"
+
+
 # --- the actions ------------------------------------------------------------------------------
 @guarded
 def chat(ctx: UIContext, run_id, text, base_history, tuned_history, system_prompt, same_settings, *values,
@@ -185,35 +198,37 @@ def chat(ctx: UIContext, run_id, text, base_history, tuned_history, system_promp
 @guarded
 def batch(ctx: UIContext, run_id, source_name, file, max_rows, system_prompt, same_settings, *values,
           request: gr.Request = None):
-    """The prompts through both models, one row at a time."""
+    """The prompts through both models, one row at a time; the status line names the run it compares."""
     base_settings, tuned_settings = settings_pair(system_prompt, same_settings, values)
     items = batch_items(ctx.runs_dir, run_id, source_name, file, upload_roots(ctx))[: max(1, int(max_rows or 10))]
     session = get_session(ctx.runs_dir, run_id, ctx.default_model)
     stop_flag = stop_event_for(request)
+    whose = _run_name(run_id)
     rows = []
     started = time.time()
     hidden = gr.DownloadButton(visible=False)
-    yield BatchView(f"Answering {len(items)} prompts with both models...",
+    yield BatchView(f"{whose.capitalize()}: answering {len(items)} prompts with both models...",
                     pd.DataFrame(columns=BATCH_COLUMNS), hidden)
     for i, item in enumerate(items, 1):
         if stop_flag.is_set():
             break
         frame = session.batch_compare([item], base_settings, tuned_settings, stop_event=stop_flag)
         rows.append(frame.iloc[0].to_dict())
-        yield BatchView(f"{i} of {len(items)} prompts answered ({time.time() - started:.0f} s).",
-                        pd.DataFrame(rows, columns=BATCH_COLUMNS), hidden)
+        yield BatchView(f"{whose.capitalize()}: {i} of {len(items)} prompts answered "
+                        f"({time.time() - started:.0f} s).", pd.DataFrame(rows, columns=BATCH_COLUMNS), hidden)
     table = pd.DataFrame(rows, columns=BATCH_COLUMNS)
     folder = Path(tempfile.mkdtemp(prefix="studio-batch-"))
     csv_path = folder / f"comparison-{run_id if run_id and run_id != NO_RUN else 'base'}.csv"
     paths.write_csv(table, csv_path)  # a cell starting with = + - @ is text, not a formula, in a spreadsheet
-    done = "Stopped" if stop_flag.is_set() else "Done"
-    yield BatchView(f"{done}: {len(rows)} prompts in {time.time() - started:.0f} s.", table,
+    done = "stopped" if stop_flag.is_set() else "done"
+    yield BatchView(f"{whose.capitalize()}, {done}: {len(rows)} prompts in {time.time() - started:.0f} s.", table,
                     gr.DownloadButton(value=str(csv_path), visible=True))
 
 
 @guarded
 def measure_loss(ctx: UIContext, run_id) -> pd.DataFrame:
-    """Validation loss and perplexity of the base and the fine-tuned model, on the run's held-out rows."""
+    """Validation loss and perplexity of the base and the fine-tuned model, on the run's held-out rows; the table's
+    first column names the run."""
     run_dir = run_dir_of(ctx.runs_dir, run_id)
     if run_dir is None:
         raise UserError("Pick a run first: the validation loss compares its base and fine-tuned models.")
@@ -223,7 +238,9 @@ def measure_loss(ctx: UIContext, run_id) -> pd.DataFrame:
                         f"validation fraction above 0 to measure it.")
     config = RunConfig.load(run_dir / CONFIG_FILE)
     session = get_session(ctx.runs_dir, run_id, ctx.default_model)
-    return loss_table(session.eval_loss(examples, config.max_seq_length, config.train_on_answers_only))
+    table = loss_table(session.eval_loss(examples, config.max_seq_length, config.train_on_answers_only))
+    table.insert(0, "run", run_dir.name)
+    return table
 
 
 def batch_items(runs_dir: Path, run_id: str | None, source_name: str, file,
@@ -319,12 +336,14 @@ def build_chat_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
             table=gr.Dataframe(headers=BATCH_COLUMNS, wrap=True, interactive=False, label="Answers", max_height=600,
                                column_widths=["22%", "18%", "30%", "30%"], elem_id="batch-table"),
             csv=gr.DownloadButton("Download CSV", visible=False, elem_id="batch-csv"))
-        losses = gr.Dataframe(headers=["model", "loss", "perplexity"], interactive=False,
-                              label="Validation loss (lower is better)", elem_id="batch-losses")
+        losses = gr.Dataframe(value=empty_losses(), interactive=False, label="Validation loss (lower is better)",
+                              elem_id="batch-losses")
 
     refresh.click(bind(refresh_runs, ctx), run_select, run_select, api_name="refresh_runs")
     gr.api(bind(list_runs, ctx), api_name="list_runs")
     run_select.change(bind(select_run, ctx), run_select, run_info, api_visibility="private")
+    run_select.change(bind(forget_results), None, slots(results), api_visibility="private", queue=False)
+    run_select.change(empty_losses, None, losses, api_visibility="private", queue=False)
     settings = [system, same, *base_values, *tuned_values]
     chat_inputs = [run_select, message, base_bot, tuned_bot, *settings]
     chat_outputs = [base_bot, tuned_bot, message]

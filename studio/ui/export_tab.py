@@ -1,5 +1,8 @@
 """Export: take a run's fine-tuned model away (adapter zip, merged weights, the hub). Shown under the Chat tab for
 now, on the run picked there; every action has a CLI twin, `python -m studio export`.
+
+Every result names its run, and goes when another run is picked: a zip under a newly selected run would be the old
+run's.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def make_zip(ctx: UIContext, run_id: str | None) -> ExportView:
         path = zip_adapter(run_dir, folder / f"{run_dir.name}-adapter.zip")
     except Exception as err:  # noqa: BLE001 - one sentence in the status line
         return ExportView(None, error_markdown(err))
-    return ExportView(path.as_posix(), "Adapter zip ready: download it above.")
+    return ExportView(path.as_posix(), f"Adapter zip of run **{run_dir.name}** ready: download it above.")
 
 
 def merge(ctx: UIContext, run_id: str | None) -> str:
@@ -47,20 +50,26 @@ def merge(ctx: UIContext, run_id: str | None) -> str:
         run_dir = _need_run(ctx, run_id)
         target = run_dir / "merged"
         if (target / "config.json").exists():
-            return f"Merged weights are already saved in `{target}`."
+            return f"Merged weights of run **{run_dir.name}** are already saved in `{target}`."
         merge_adapter(run_dir, target)
     except Exception as err:  # noqa: BLE001
         return error_markdown(err)
-    return f"Merged weights saved in `{target}` (safetensors, tokenizer and chat template)."
+    return f"Merged weights of run **{run_dir.name}** saved in `{target}` (safetensors, tokenizer and chat template)."
 
 
 def push(ctx: UIContext, run_id: str | None, repo: str) -> str:
     from ..export import push_to_hub
 
     try:
-        return f"Adapter pushed to {push_to_hub(_need_run(ctx, run_id), repo)}"
+        run_dir = _need_run(ctx, run_id)
+        return f"Adapter of run **{run_dir.name}** pushed to {push_to_hub(run_dir, repo)}"
     except Exception as err:  # noqa: BLE001
         return error_markdown(err)
+
+
+def forget() -> ExportView:
+    """Another run was picked: the results shown were the previous run's."""
+    return ExportView()
 
 
 def build_export_tab(ctx: UIContext) -> None:
@@ -81,3 +90,4 @@ def build_export_tab(ctx: UIContext) -> None:
     zip_btn.click(bind(make_zip, ctx), run_select, [view.zip_file, view.status], api_name="export_zip")
     merge_btn.click(bind(merge, ctx), run_select, status, api_name="export_merged")
     push_btn.click(bind(push, ctx), [run_select, repo_id], status, api_name="push_to_hub")
+    run_select.change(bind(forget), None, [view.zip_file, view.status], api_visibility="private")

@@ -1,0 +1,51 @@
+"""The Chat tab and the Export under it: every result names the run it belongs to, and goes when another run is
+picked (a zip or a comparison under a newly selected run would be read as that run's)."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+import pytest
+
+from studio.chat import BATCH_COLUMNS
+from studio.ui import chat_tab, export_tab
+from studio.ui.common import UIContext, slots
+
+from .test_app import redrawn_by
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return UIContext(runs_dir=tmp_path / "runs", uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
+                     default_model="tiny-test")
+
+
+def test_picking_another_run_clears_the_previous_runs_results(ctx):
+    with gr.Blocks() as app, gr.Tab("5. Chat") as tab:
+        chat_tab.build_chat_tab(ctx, tab)
+        export_tab.build_export_tab(ctx)
+    assert {"chat-run-info", "batch-status", "batch-table", "batch-csv", "batch-losses", "export-file",
+            "export-status"} <= redrawn_by(app, "chat-run", "change")
+    status, table, csv = slots(chat_tab.forget_results())
+    assert status == "" and table.empty and csv.visible is False
+    assert slots(export_tab.forget()) == [None, ""]
+    assert list(chat_tab.empty_losses().columns) == ["run", "model", "loss", "perplexity"]
+
+
+def test_the_batch_comparison_names_its_run(ctx, monkeypatch):
+    class Session:
+        def batch_compare(self, items, base_settings, tuned_settings, stop_event=None):
+            return pd.DataFrame([{"prompt": "Hi?", "reference": "Hello.", "base": "x", "tuned": "Hello."}],
+                                columns=BATCH_COLUMNS)
+
+    monkeypatch.setattr(chat_tab, "get_session", lambda *a: Session())
+    monkeypatch.setattr(chat_tab, "batch_items", lambda *a: [([{"role": "user", "content": "Hi?"}], "Hello.")] * 2)
+    settings = [0.0, 0.9, 4, 1.1, 0]
+    views = list(chat_tab.batch(ctx, "20990101-run-a", chat_tab.SOURCES[0], None, 5, "", True, *settings, *settings))
+    assert len(views) == 4  # the start, one per prompt, the end
+    assert all(view.status.startswith("Run **20990101-run-a**") for view in views), [v.status for v in views]
+    csv = views[-1].csv.value
+    csv = csv.get("path") if isinstance(csv, dict) else csv  # gradio may wrap it as file data
+    assert csv.endswith("comparison-20990101-run-a.csv")
+    *_, last = chat_tab.batch(ctx, chat_tab.NO_RUN, chat_tab.SOURCES[2], "x.txt", 1, "", True, *settings, *settings)
+    assert last.status.startswith("The base model alone, done: 1 prompts")
