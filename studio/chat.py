@@ -19,10 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import methods
 from .config import BUNDLED_MODEL, RunConfig
 from .errors import ConfigError, UserError
 from .events import ADAPTER_DIR, CONFIG_FILE
 from .logs import ArgumentParser, tell_user
+from .methods import Method
 
 log = logging.getLogger("studio.chat")
 
@@ -198,7 +200,8 @@ class ChatSession:
     """A base model loaded once, with an optional LoRA adapter that each generation switches on or off."""
 
     def __init__(self, model_name: str, adapter_dir: str | Path | None = None, trust_remote_code: bool = False,
-                 method: str | None = None, lean_lora: bool = True):
+                 method: str | Method | None = None, lean_lora: bool = True):
+        """`method`: how to hold the base weights (methods.for_inference picks when it is None or "auto")."""
         from . import models
 
         self.model_name = model_name
@@ -207,12 +210,11 @@ class ChatSession:
         if self.adapter_dir is not None and not (self.adapter_dir / "adapter_config.json").is_file():
             raise UserError(f"{self.adapter_dir} holds no adapter_config.json: pick the adapter folder of a "
                             f"finished run.")
-        # fp32 on CPU; on a GPU the run's own method (a QLoRA adapter meets the 4-bit base it was trained on).
-        if method is None or method == "auto":
-            method = "lora16" if models.cuda_available() else "lora32"
-        self.method = method
+        if method is None or method == methods.AUTO:
+            method = methods.for_inference(None, models.cuda_available())
+        self.method = methods.get(method)
         self.tokenizer = models.load_tokenizer(model_name, trust_remote_code)
-        model = models.load_base_model(model_name, method, trust_remote_code)
+        model = models.load_base_model(model_name, self.method, trust_remote_code)
         if self.adapter_dir is not None:
             from peft import PeftModel
 
@@ -237,15 +239,15 @@ class ChatSession:
         config = RunConfig.load(run_dir / CONFIG_FILE)
         if check_gpu:
             ensure_gpu_free(run_dir.parent)
-        method = None
         from . import models
 
-        if models.cuda_available():
+        cuda = models.cuda_available()
+        trained = None
+        if cuda:  # on a CPU the base is always fp32: the events need not be read
             from .events import read_events, replay
 
-            method = replay(read_events(run_dir)).start.get("method") or None
-            if method == "lora32":
-                method = None  # a CPU-trained adapter still runs faster in 16-bit on a GPU
+            trained = replay(read_events(run_dir)).start.get("method")
+        method = methods.for_inference(trained if isinstance(trained, str) else None, cuda)
         session = cls(config.model, adapter, config.trust_remote_code, method=method)
         session.run_dir = run_dir
         return session
@@ -253,10 +255,6 @@ class ChatSession:
     @property
     def has_adapter(self) -> bool:
         return self.adapter_dir is not None
-
-    @property
-    def label(self) -> str:
-        return f"{self.model_name} + {self.run_dir.name}" if self.run_dir else self.model_name
 
     # --- prompt ---------------------------------------------------------------------------
     def encode(self, messages: list[dict], settings: GenerationSettings):

@@ -13,18 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import methods
 from .errors import ConfigError
 
 BUNDLED_MODEL = "SmolLM2-135M-Instruct (offline)"
 TINY_TEST_MODEL = "tiny-test"  # a 2-layer random model with the bundled tokenizer; tests only
 
-METHODS = ("auto", "qlora", "lora16", "lora32")
-METHOD_LABELS = {
-    "auto": "Automatic (QLoRA on a GPU, LoRA fp32 on CPU)",
-    "qlora": "QLoRA 4-bit (GPU only)",
-    "lora16": "LoRA 16-bit (GPU)",
-    "lora32": "LoRA fp32 (CPU or GPU)",
-}
+# The methods' one home is studio/methods.py; these names stay for the form and existing callers.
+METHODS = methods.CHOICES
+METHOD_LABELS = methods.LABELS
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 
 

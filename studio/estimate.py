@@ -109,7 +109,7 @@ def estimate_run(config: RunConfig) -> Estimate:
     from . import models
 
     hardware = models.detect_hardware()
-    method = models.resolve_method(config)
+    method = models.training_method(config)
     keyed = {k: v for k, v in config.to_dict().items()
              if k in ("model", "data_path", "validation_path", "validation_fraction", "prompt_column",
                       "response_column", "system_column", "text_column", "seed", "max_seq_length",
@@ -123,7 +123,7 @@ def estimate_run(config: RunConfig) -> Estimate:
     steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(steps_per_epoch * config.epochs))
     tokens = int(tokens_per_epoch / rows * per_step_rows * steps) if rows else 0
 
-    measured = measured_speed(config.model, method)
+    measured = measured_speed(config.model, method.name)
     if measured:
         speed, basis = measured, "measured by an earlier run on this machine"
     elif hardware["cuda"]:

@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from . import methods
 from .chat import run_adapter_dir
 from .config import RunConfig
 from .errors import UserError
@@ -65,8 +66,8 @@ def merge_adapter(run_dir: str | Path, out_dir: str | Path) -> Path:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"{out_dir} already exists and is not empty: pick a new folder for the merged model.")
     # Merge in full precision on CPU, or 16-bit on a GPU; never into 4-bit weights (that would round the update).
-    method = "lora16" if models.cuda_available() else "lora32"
-    if method == "lora16":
+    method = methods.for_inference(None, models.cuda_available())
+    if method.needs_cuda:
         from .chat import ensure_gpu_free
 
         ensure_gpu_free(run_dir.parent, action="export the merged model")  # a 16-bit copy beside a run: OOM

@@ -15,8 +15,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import methods
 from .config import BUNDLED_MODEL, TINY_TEST_MODEL, RunConfig
 from .errors import ConfigError, ModelError
+from .methods import Method
 
 log = logging.getLogger(__name__)
 
@@ -271,29 +273,29 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def training_method(config: RunConfig) -> Method:
+    """The Method config.method trains with on this machine ('auto' resolved); impossible choices get one clear
+    sentence (methods.resolve)."""
+    return methods.resolve(config.method, cuda_available(), package_installed)
+
+
 def resolve_method(config: RunConfig) -> str:
-    """'auto' becomes qlora on CUDA and lora32 on CPU; impossible choices get one clear sentence."""
-    cuda = cuda_available()
-    if config.method == "auto":
-        if not cuda:
-            return "lora32"
-        return "qlora" if bitsandbytes_installed() else "lora16"
-    if config.method in ("qlora", "lora16") and not cuda:
-        what = "QLoRA 4-bit" if config.method == "qlora" else "LoRA 16-bit"
-        raise ConfigError(f"{what} needs a CUDA GPU and none was found: choose 'LoRA fp32' (or Automatic) to "
-                          f"train on the CPU, which is slower but works (4-bit on CPU is about 20x slower).")
-    if config.method == "qlora" and not bitsandbytes_installed():
-        raise ConfigError("QLoRA 4-bit needs the bitsandbytes package, which is not installed: run "
-                          "`pip install bitsandbytes` (`make install` does it on a GPU machine) or choose LoRA 16-bit.")
-    return config.method
+    """The name of training_method(config), as config files and events store it."""
+    return training_method(config).name
 
 
-def bitsandbytes_installed() -> bool:
+def method_here(method: str | Method) -> Method:
+    """A method name, or "auto" as this machine would resolve it, without refusing what it cannot run (for
+    estimates of what a choice would cost)."""
+    if method == methods.AUTO:
+        return methods.automatic(cuda_available(), package_installed)
+    return methods.get(method)
+
+
+def package_installed(name: str) -> bool:
     """Found without importing it: the Makefile installs bitsandbytes only where a CUDA GPU is (see pyproject's gpu
     extra), and importing it on a CPU prints kernel warnings for nothing."""
-    import importlib.util
-
-    return importlib.util.find_spec("bitsandbytes") is not None
+    return importlib.util.find_spec(name) is not None
 
 
 def detect_hardware() -> dict:
@@ -329,9 +331,10 @@ def compute_dtype():
     return torch.bfloat16 if native_bf16() else torch.float16
 
 
-def bnb_config(config: RunConfig, method: str):
-    """4-bit NF4 with double quantisation and bf16 compute, or None for the other methods."""
-    if method != "qlora":
+def bnb_config(method: str | Method):
+    """4-bit NF4 with double quantisation and bf16 compute (fp16 where bf16 is not native), or None for methods
+    that do not quantise the base weights."""
+    if not methods.get(method).quantized:
         return None
     from transformers import BitsAndBytesConfig
 
@@ -349,26 +352,24 @@ def lora_config(config: RunConfig):
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
 
 
-def load_base_model(name: str, method: str = "lora32", trust_remote_code: bool = False):
-    """Load the base model for training or chat: 4-bit (qlora), 16-bit (lora16) or fp32 (lora32)."""
+def load_base_model(name: str, method: str | Method = methods.LORA32, trust_remote_code: bool = False):
+    """Load the base model for training or chat, its weights held as the method says (4-bit, 16-bit or fp32)."""
     import torch
     ensure_transformers_imported()
     from transformers import AutoModelForCausalLM
 
+    method = methods.get(method)
     source = resolve_model_source(name)
     kwargs: dict = {"trust_remote_code": trust_remote_code, **hub_kwargs(source)}
-    if method == "qlora":
-        if not torch.cuda.is_available():
-            raise ConfigError("QLoRA 4-bit needs a CUDA GPU and none was found: choose 'LoRA fp32' to train on "
-                              "the CPU.")
-        kwargs.update(quantization_config=bnb_config(RunConfig(), method), dtype=compute_dtype(),
-                      device_map={"": 0})
-    elif method == "lora16":
-        kwargs.update(dtype=compute_dtype(), device_map={"": 0})
-    else:
-        kwargs.update(dtype=torch.float32)
-        if torch.cuda.is_available():
-            kwargs.update(device_map={"": 0})
+    cuda = torch.cuda.is_available()
+    if method.needs_cuda and not cuda:
+        raise ConfigError(f"{method.short} needs a CUDA GPU and none was found: choose '{methods.LORA32.short}' to "
+                          f"train on the CPU.")
+    kwargs["dtype"] = compute_dtype() if method.half else torch.float32
+    if method.quantized:
+        kwargs["quantization_config"] = bnb_config(method)
+    if cuda:
+        kwargs.update(device_map={"": 0})
     # SDPA handles padding-free (packed) batches with per-example boundaries from position_ids.
     kwargs["attn_implementation"] = "sdpa"
     try:
@@ -391,31 +392,34 @@ def load_base_model(name: str, method: str = "lora32", trust_remote_code: bool =
 
 
 # --- memory estimate -------------------------------------------------------------------
-def estimate_memory_gb(params_b: float, method: str, seq_len: int, batch_size: int, hidden: int | None = None,
-                       layers: int | None = None) -> float:
+def estimate_memory_gb(params_b: float, method: str | Method, seq_len: int, batch_size: int,
+                       hidden: int | None = None, layers: int | None = None) -> float:
     """Rough peak memory in GB for LoRA training: weights + activations + a fixed overhead.
 
-    Weights: 0.55 bytes/param for NF4 with double quantisation (4 bits + scales), 2 for 16-bit,
-    4 for fp32. Activations grow with tokens x hidden x layers; the constant is fitted loosely
-    to published QLoRA figures. LoRA weights and their Adam state are small (<2% of params).
+    Weights: Method.bytes_per_param (0.55 for NF4 with double quantisation, 4 bits + scales; 2 for 16-bit; 4 for
+    fp32). Activations grow with tokens x hidden x layers; the constant is fitted loosely to published QLoRA
+    figures. LoRA weights and their Adam state are small (<2% of params). `method`: a name, "auto" (as this
+    machine would resolve it) or a Method.
     """
-    bytes_per_param = {"qlora": 0.55, "lora16": 2.0, "lora32": 4.0}[method]
-    weights = params_b * 1e9 * bytes_per_param
+    method = method_here(method)
+    weights = params_b * 1e9 * method.bytes_per_param
     if hidden is None:  # infer a plausible shape from size
         hidden = int(1024 * max(params_b, 0.1) ** 0.4 * 1.6)
-    if method == "qlora":
+    if method.quantized:
         # The embeddings and the LM head are not quantised, and peft's prepare_model_for_kbit_training casts them
         # to fp32: for a 7B model with a 150k vocabulary that is over 4 GB, not the 0.55 bytes/param above.
         # A typical 128k vocabulary and untied matrices: the worst case of the catalog's models.
         embedding_params = 2 * 128_000 * hidden
-        weights += embedding_params * (4.0 - bytes_per_param)
+        weights += embedding_params * (4.0 - method.bytes_per_param)
     if layers is None:
         layers = max(12, int(24 * max(params_b, 0.1) ** 0.25))
-    act_bytes = 2 if method != "lora32" else 4
-    # Per token per layer roughly 34 * hidden values; gradient checkpointing (on for QLoRA) keeps ~1/6.
-    per_token = 34 * hidden * layers * act_bytes * (1 / 6 if method == "qlora" else 1)
+    # Per token per layer roughly 34 * hidden values. Quantised runs are counted with gradient checkpointing,
+    # which keeps ~1/6 of them: a 4-bit run is chosen because memory is short, and train.py turns checkpointing on
+    # when the activations would not fit (needs_gradient_checkpointing).
+    per_token = 34 * hidden * layers * method.activation_bytes * (1 / 6 if method.quantized else 1)
     activations = per_token * seq_len * batch_size
-    overhead = 0.8e9 if method != "lora32" else 0.3e9
+    # CUDA context and kernels for the half-precision methods, which run on a GPU; fp32 runs mostly on a CPU.
+    overhead = 0.8e9 if method.half else 0.3e9
     return (weights * 1.05 + activations + overhead) / 2**30
 
 

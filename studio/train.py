@@ -16,6 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import methods
 from .config import RunConfig
 from .errors import DataError, UserError
 from .events import (
@@ -29,6 +30,7 @@ from .events import (
     write_status,
 )
 from .logs import ArgumentParser, log_path, send_stderr_to_log, tell_user
+from .methods import Method
 
 log = logging.getLogger("studio.train")
 
@@ -177,8 +179,8 @@ def describe_failure(err: BaseException) -> tuple[str, str]:
 def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, callbacks=()) -> str:
     from . import models
 
-    method = models.resolve_method(config)
-    log.info("method %s, config %s", method, config.to_json())
+    method = models.training_method(config)
+    log.info("method %s, config %s", method.name, config.to_json())
     tokenizer = models.load_tokenizer(config.model, config.trust_remote_code)
     train_set, val_set = load_datasets(config, tokenizer)
     config.check_data_size(len(train_set))
@@ -219,7 +221,7 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
         from .estimate import record_speed
 
         try:
-            record_speed(config.model, method, speed)
+            record_speed(config.model, method.name, speed)
         except Exception:  # noqa: BLE001 - a hint for the next estimate, never worth the run
             log.warning("speed not recorded", exc_info=True)
     events.write("end", status=status, step=trainer.state.global_step, adapter=ADAPTER_DIR,
@@ -230,7 +232,7 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
     return status
 
 
-def build_trainer(config: RunConfig, method: str, model, tokenizer, train_set, val_set, run_dir: Path,
+def build_trainer(config: RunConfig, method: Method, model, tokenizer, train_set, val_set, run_dir: Path,
                   callbacks=()):
     """The Trainer of a run, with the studio's fast path: trained-positions-only loss, thread tuning on CPU."""
     import torch
@@ -419,17 +421,18 @@ def longest_step_tokens(config: RunConfig, lengths: list[int]) -> int:
     return sum(longest) if config.packing else config.batch_size * longest[0]
 
 
-def build_model(config: RunConfig, method: str, step_tokens: int | None = None):
+def build_model(config: RunConfig, method: str | Method, step_tokens: int | None = None):
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
 
     from . import models
 
+    method = methods.get(method)
     model = models.load_base_model(config.model, method, config.trust_remote_code)
     checkpointing = needs_gradient_checkpointing(config, method, model, step_tokens)
     log.info("gradient checkpointing %s", "on" if checkpointing else "off")
-    if method == "qlora":
+    if method.quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif checkpointing:
@@ -494,7 +497,7 @@ def fast_dropout_class():
     return FastDropout
 
 
-def activation_bytes_per_token(model_config, method: str) -> float:
+def activation_bytes_per_token(model_config, method: str | Method) -> float:
     """Bytes kept for the backward pass per token without gradient checkpointing, for LoRA on a frozen decoder:
     per layer about 14 x hidden values (norm inputs, q/k/v/o, attention output, LoRA inputs), in fp32 where the
     residual stream is (fp32 models; QLoRA, whose norms prepare_model_for_kbit_training keeps in fp32), plus
@@ -506,12 +509,12 @@ def activation_bytes_per_token(model_config, method: str) -> float:
     inter = getattr(model_config, "intermediate_size", 0) or 4 * hidden
     layers = getattr(model_config, "num_hidden_layers", 0) or 0
     vocab = getattr(model_config, "vocab_size", 0) or 0
-    hidden_bytes = 2 if method == "lora16" else 4
-    inter_bytes = 4 if method == "lora32" else 2
-    return layers * (14 * hidden * hidden_bytes + 5 * inter * inter_bytes) + vocab * 10
+    method = methods.get(method)
+    return layers * (14 * hidden * method.residual_bytes + 5 * inter * method.activation_bytes) + vocab * 10
 
 
-def needs_gradient_checkpointing(config: RunConfig, method: str, model, step_tokens: int | None = None) -> bool:
+def needs_gradient_checkpointing(config: RunConfig, method: str | Method, model,
+                                 step_tokens: int | None = None) -> bool:
     """Recomputing activations costs about a third more time per step, so only when they would not fit.
 
     On a GPU: the activations of the longest possible step (step_tokens, at most batch_size x max_seq_length)
@@ -526,7 +529,7 @@ def needs_gradient_checkpointing(config: RunConfig, method: str, model, step_tok
     try:
         free, _total = torch.cuda.mem_get_info()
     except RuntimeError:
-        return method == "qlora"  # the old, safe default where the free memory cannot be read
+        return methods.get(method).quantized  # the old, safe default where the free memory cannot be read
     tokens = step_tokens or config.batch_size * config.max_seq_length
     need = activation_bytes_per_token(model.config, method) * tokens
     log.info("activations need about %.1f GB for the longest step (%d tokens); %.1f GB free", need / 2**30,
@@ -649,7 +652,7 @@ class _DropLength:
         return self.inner([{k: v for k, v in f.items() if k != "length"} for f in features])
 
 
-def training_arguments(config: RunConfig, method: str, run_dir: Path, has_eval: bool, n_train: int):
+def training_arguments(config: RunConfig, method: Method, run_dir: Path, has_eval: bool, n_train: int):
     import importlib.util
 
     import torch
@@ -658,7 +661,7 @@ def training_arguments(config: RunConfig, method: str, run_dir: Path, has_eval: 
     from . import models
 
     cuda = torch.cuda.is_available()
-    half = method in ("qlora", "lora16")
+    half = method.half
     bf16 = half and cuda and models.native_bf16()
     eval_every = config.eval_every if has_eval and config.eval_every > 0 else 0
     return TrainingArguments(
@@ -680,7 +683,7 @@ def training_arguments(config: RunConfig, method: str, run_dir: Path, has_eval: 
         save_total_limit=config.keep_checkpoints,
         seed=config.seed,
         data_seed=config.seed,
-        optim="paged_adamw_8bit" if method == "qlora" else "adamw_torch",
+        optim=method.optimizer,
         bf16=bf16,
         fp16=half and cuda and not bf16,
         use_cpu=not cuda,
@@ -795,8 +798,8 @@ def __getattr__(name: str):
 class _EventHooks:
     """Turns Trainer hooks into events and status updates; checks the STOP file every step."""
 
-    def __init__(self, run_dir: Path, events: EventWriter, config: RunConfig, method: str):
-        self.run_dir, self.events, self.config, self.method = run_dir, events, config, method
+    def __init__(self, run_dir: Path, events: EventWriter, config: RunConfig, method: str | Method):
+        self.run_dir, self.events, self.config, self.method = run_dir, events, config, methods.get(method)
         self.t0 = time.time()
         self.tokens_at_start = 0
         self.last_status = 0.0
@@ -807,7 +810,7 @@ class _EventHooks:
         self.t0 = time.time()
         self.tokens_at_start = state.num_input_tokens_seen or 0
         self.step_at_start = state.global_step
-        self.events.write("start", total_steps=state.max_steps, method=self.method, model=self.config.model,
+        self.events.write("start", total_steps=state.max_steps, method=self.method.name, model=self.config.model,
                           resumed_from=state.global_step or None, epochs=args.num_train_epochs)
         self.training = True
         self._status(state, "running", force=True)

@@ -45,9 +45,9 @@ def test_method_resolution_on_cpu():
 
 
 def test_qlora_config_is_nf4_double_quant():
-    config = models.bnb_config(RunConfig(), "qlora")
+    config = models.bnb_config("qlora")
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
-    assert models.bnb_config(RunConfig(), "lora32") is None
+    assert models.bnb_config("lora32") is None
     lora = models.lora_config(RunConfig(lora_rank=4, lora_alpha=8, target_modules="q_proj, v_proj"))
     assert lora.r == 4 and set(lora.target_modules) == {"q_proj", "v_proj"}
 
@@ -94,9 +94,9 @@ def test_cuda_without_bitsandbytes_falls_back_or_names_the_fix(monkeypatch):
     """A GPU machine set up without the gpu extra: Automatic trains LoRA 16-bit, an explicit QLoRA says what to
     install, instead of transformers' ImportError in the middle of a run."""
     monkeypatch.setattr(models, "cuda_available", lambda: True)
-    monkeypatch.setattr(models, "bitsandbytes_installed", lambda: False)
+    monkeypatch.setattr(models, "package_installed", lambda name: False)
     assert models.resolve_method(RunConfig(method="auto")) == "lora16"
     with pytest.raises(ConfigError, match="pip install bitsandbytes"):
         models.resolve_method(RunConfig(method="qlora"))
-    monkeypatch.setattr(models, "bitsandbytes_installed", lambda: True)
+    monkeypatch.setattr(models, "package_installed", lambda name: name == "bitsandbytes")
     assert models.resolve_method(RunConfig(method="auto")) == "qlora"
