@@ -15,6 +15,7 @@ COMMANDS = {
     "chat": ("studio.chat", "ask the base and the fine-tuned model of a run the same prompt"),
     "demo": ("studio.ui.demo", "serve only the chat of one finished run, for a shared link"),
     "export": ("studio.export", "zip a run's adapter or save merged full weights"),
+    "tune": ("studio.tune", "search for good settings within a time budget (real trials, the weak ones stopped early)"),
     "serve": ("studio.serve", "serve a run's model behind an OpenAI-compatible API (/v1/chat/completions)"),
 }
 
