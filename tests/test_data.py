@@ -221,14 +221,14 @@ def test_shipped_samples():
 
 # --- per-row problems --------------------------------------------------------------------------
 def test_row_problems_with_row_numbers(tmp_path, monkeypatch):
-    monkeypatch.setattr(data.formats, "MAX_EXAMPLE_CHARS", 200)
+    monkeypatch.setattr(data.checks, "MAX_EXAMPLE_CHARS", 200)
     rows = [
         {"prompt": "ok", "completion": "fine"},  # 1
         {"prompt": "no answer", "completion": "   "},  # 2 empty response
         {"prompt": "missing"},  # 3 missing column
         {"prompt": "list", "completion": ["a", "b"]},  # 4 wrong type
         {"prompt": "ok", "completion": "fine"},  # 5 duplicate of 1
-        {"prompt": "long", "completion": "x" * 300},  # 6 too long
+        {"prompt": "long", "completion": "x" * 300},  # 6 oversized
         {"prompt": "", "completion": "orphan"},  # 7 empty prompt
         ["not", "an", "object"],  # 8 wrong type
         {"prompt": 7, "completion": 8.5},  # 9 numbers become text
@@ -236,7 +236,7 @@ def test_row_problems_with_row_numbers(tmp_path, monkeypatch):
     report = load_data(write_jsonl(tmp_path / "bad.jsonl", rows))
     kinds = {(p.row, p.kind) for p in report.problems}
     assert kinds == {(2, "empty_response"), (3, "missing_column"), (4, "wrong_type"), (5, "duplicate"),
-                     (6, "too_long"), (7, "empty_prompt"), (8, "wrong_type")}
+                     (6, "oversized"), (7, "empty_prompt"), (8, "wrong_type")}
     assert [e is None for e in report.examples] == [False, True, True, True, False, True, True, True, False]
     assert turns(report.examples[8]) == [("user", "7"), ("assistant", "8.5")]
     assert len(report.good_examples()) == 3  # a repeat is kept unless the user drops it
@@ -244,7 +244,7 @@ def test_row_problems_with_row_numbers(tmp_path, monkeypatch):
     for p in report.problems:
         one_sentence(p.message)
     assert "'completion'" in next(p.message for p in report.problems if p.kind == "missing_column")
-    assert "row 1" in next(p.message for p in report.problems if p.kind == "duplicate")
+    assert "line 1" in next(p.message for p in report.problems if p.kind == "duplicate")  # JSONL: lines
 
     clean = data.write_clean_copy(report, tmp_path / "uploads")
     again = load_data(clean)
@@ -269,7 +269,7 @@ def test_conversation_problems(tmp_path):
 def test_non_utf8_rows_are_decoded_and_flagged(tmp_path):
     raw = "prompt,completion\nCafé?,Oui\n".encode() + "Crème brûlée?,Non\n".encode("cp1252") + b"a,b\n"
     report = load_data(write(tmp_path / "enc.csv", raw))
-    assert [(p.row, p.kind) for p in report.problems] == [(2, "encoding")]
+    assert [(p.row, p.kind) for p in report.problems] == [(3, "encoding")]  # the spreadsheet row: header = 1
     assert turns(report.examples[1])[0] == ("user", "Crème brûlée?")
     assert turns(report.examples[0])[0] == ("user", "Café?")
     assert len(report.good_examples()) == 3
@@ -506,7 +506,8 @@ def test_preference_columns_train_on_chosen_and_say_so(tmp_path):
 
 
 def test_preference_conversations_train_on_the_chosen_conversation(tmp_path):
-    rows = [{"prompt": "Hi?", "chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello!"}],
+    rows = [{"prompt": "Hi?",
+             "chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello!"}],
              "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Go away."}]},
             {"prompt": "Bye?", "chosen": [{"role": "assistant", "content": "Goodbye!"}],  # answer only: prompt joins
              "rejected": [{"role": "assistant", "content": "Whatever."}]}]

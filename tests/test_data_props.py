@@ -50,8 +50,10 @@ def read(content: bytes, suffix: str):
 def check_report(report: DataReport) -> None:
     assert report.n_rows == len(report.examples) >= 1
     assert len(report.preview) == min(report.n_rows, data.PREVIEW_ROWS)
+    assert len(report.rows) == report.n_rows and report.rows == sorted(set(report.rows))
     for p in report.problems:
-        assert 1 <= p.row <= report.n_rows and p.message
+        assert p.row >= 1 and p.message
+        assert report.rows[p.index] == p.row if p.index >= 0 else p.kind == "blank_row" and p.row not in report.rows
     for example in report.usable():
         match example:
             case Text():

@@ -8,8 +8,13 @@ examples.py). The package's modules, in the order a file goes through them:
 - examples.py  Chat | Text, and the dict shape at the boundary with code not yet switched
 - names.py     the column names people use for each part
 - formats.py   detect_format names the shape; normalising builds examples and per-row problems
-- checks.py    the problem kinds, which make a row unusable and which are warnings
+- checks.py    the problem kinds; check_report adds near_duplicate, contradiction, personal_data, too_long, leak
+- similar.py   reworded copies among many rows (rapidfuzz, MinHash buckets for large files)
+- personal.py  e-mail addresses, phone numbers, card numbers and IBANs: found and masked
 - load.py      load_data (all of the above as one DataReport), the split, a run's train/validation rows
+- hub.py       a hub dataset id (org/name[:subset][@split]) read through datasets.load_dataset
+- fixes.py     a clean copy in the user's own format: drop bad rows, repeats, long rows; mask personal data
+- readiness.py "Is this enough?" in plain words
 - template.py  encode_example / render_segments / token_stats with the model's chat template
 - files.py     the cleaned copy, saved uploads, the shipped samples
 - cli.py       `python -m studio data FILE`
@@ -21,10 +26,11 @@ Nothing here imports gradio; pandas, pyarrow and openpyxl are imported lazily.
 from __future__ import annotations
 
 from ..errors import DataError
-from .checks import MAX_EXAMPLE_CHARS, UNUSABLE, WARNINGS, RowProblem
+from .checks import MAX_EXAMPLE_CHARS, UNUSABLE, WARNINGS, RowProblem, check_report
 from .cli import main, no_usable_rows_sentence
 from .examples import Chat, Example, Message, Text, as_example
 from .files import SAMPLES_DIR, safe_filename, sample_files, save_upload, write_clean_copy
+from .fixes import Fixes, FixResult, write_fixed_copy
 from .formats import CONVERSATION_FORMATS, DETECT_SAMPLE, FORMAT_LABELS, PAIR_FORMATS, ColumnMapping, detect_format
 from .load import (
                    PREVIEW_ROWS,
@@ -38,6 +44,7 @@ from .load import (
 )
 from .names import CONVERSATION_NAMES, PROMPT_NAMES, RESPONSE_NAMES, ROLE_ALIASES, SYSTEM_NAMES, TEXT_NAMES
 from .readers import DEFAULT_MAX_BYTES, EXTENSIONS, SUPPORTED_TEXT
+from .readiness import readiness
 from .template import (
                    END_OF_TURN_MARKERS,
                    describe_stats,
@@ -52,9 +59,9 @@ __all__ = [
     "CONVERSATION_FORMATS", "CONVERSATION_NAMES", "DEFAULT_MAX_BYTES", "DETECT_SAMPLE", "END_OF_TURN_MARKERS",
     "EXTENSIONS", "FORMAT_LABELS", "MAX_EXAMPLE_CHARS", "PAIR_FORMATS", "PREVIEW_ROWS", "PROMPT_NAMES",
     "RESPONSE_NAMES", "ROLE_ALIASES", "SAMPLES_DIR", "SUPPORTED_TEXT", "SYSTEM_NAMES", "TEXT_NAMES", "UNUSABLE",
-    "WARNINGS", "Chat", "ColumnMapping", "DataError", "DataReport", "Example", "Message", "RowProblem", "Text",
-    "as_example", "describe_stats", "detect_format", "encode_example", "load_data", "load_examples",
-    "load_for_config", "main", "mapping_from_config", "no_usable_rows_sentence", "render_chat", "render_segments",
-    "rendered_text", "safe_filename", "sample_files", "save_upload", "split_examples", "split_sizes", "token_stats",
-    "write_clean_copy"
+    "WARNINGS", "Chat", "ColumnMapping", "DataError", "DataReport", "Example", "FixResult", "Fixes", "Message",
+    "RowProblem", "Text", "as_example", "check_report", "describe_stats", "detect_format", "encode_example",
+    "load_data", "load_examples", "load_for_config", "main", "mapping_from_config", "no_usable_rows_sentence",
+    "readiness", "render_chat", "render_segments", "rendered_text", "safe_filename", "sample_files", "save_upload",
+    "split_examples", "split_sizes", "token_stats", "write_clean_copy", "write_fixed_copy"
 ]

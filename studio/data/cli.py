@@ -12,9 +12,11 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..logs import ArgumentParser, tell_user
+from .checks import check_report
 from .formats import ColumnMapping
 from .load import load_data
 from .readers import SUPPORTED_TEXT, _names
+from .readiness import readiness
 from .template import describe_stats, render_segments, token_stats
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = ArgumentParser(prog="studio data", description="Check a dataset: detected format, rows, problems "
                                 "and a preview with the model's chat template applied.")
-    p.add_argument("file", help=f"the data file: {SUPPORTED_TEXT}")
+    p.add_argument("file", help=f"the data file ({SUPPORTED_TEXT}), or a hub dataset id org/name[:subset][@split]")
+    p.add_argument("--validation", default="", help="a separate validation file: checked too, and for rows that "
+                   "repeat or reword training rows (leaks)")
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object instead of text")
     p.add_argument("--model", default=BUNDLED_MODEL, help="model whose tokenizer and chat template are used "
                    "(default: the bundled model)")
@@ -36,31 +40,51 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--response-column", default="", help="column holding the answer")
     p.add_argument("--system-column", default="", help="column holding a system prompt")
     p.add_argument("--text-column", default="", help="column of plain text (instead of prompt and response)")
+    p.add_argument("--system-prompt", default="", help="your own system prompt, added to rows without one")
+    p.add_argument("--preset", default="Quick test", help="settings preset for 'Is this enough?' (default: Quick "
+                   "test)")
     p.add_argument("--rows", type=int, default=3, help="how many rows to preview (default: 3)")
     p.add_argument("--all-problems", action="store_true", help="list every problem, not only the first 20")
     return p
 
 
 def _cli_report(args: argparse.Namespace) -> dict:
+    from ..config import RunConfig, apply_preset
     from ..models import load_tokenizer
 
     mapping = ColumnMapping(args.prompt_column, args.response_column, args.system_column, args.text_column)
     started = time.perf_counter()
     report = load_data(args.file, mapping)
+    validation = load_data(args.validation, mapping) if args.validation else None
+    for r in (report, validation):
+        if r is not None and args.system_prompt:
+            r.examples = [e.with_system(args.system_prompt) if e is not None else None for e in r.examples]
     tokenizer = load_tokenizer(args.model)
+    check_report(report, tokenizer, args.max_seq_length, validation=validation)
     stats = token_stats(report.examples, tokenizer, args.max_seq_length)
+    config = apply_preset(RunConfig(validation_path=args.validation), args.preset)
+    info = _report_info(report, tokenizer, args.rows)
+    info.update({"token_stats": {k: v for k, v in stats.items() if k != "lengths"},
+                 "stats_line": describe_stats(stats), "model": args.model, "preset": args.preset,
+                 "readiness": readiness(report, config, args.preset, tokenizer),
+                 "validation": _report_info(validation, tokenizer, 0) if validation else None,
+                 "seconds": round(time.perf_counter() - started, 3)})
+    return info
+
+
+def _report_info(report, tokenizer, n_preview: int) -> dict:
     preview = []
-    for row, example in enumerate(report.examples, 1):
-        if len(preview) >= args.rows:
+    for row, example in zip(report.rows, report.examples):
+        if len(preview) >= n_preview:
             break
         if example is not None:
             preview.append({"row": row, "segments": [[t, m] for t, m in render_segments(example, tokenizer)]})
     return {"path": report.path, "format": report.format, "format_label": report.format_label,
             "columns": report.columns, "n_rows": report.n_rows, "n_usable": len(report.usable()),
-            "mapping": dataclasses.asdict(report.mapping), "notes": report.notes, "message": report.message,
-            "problems": [dataclasses.asdict(p) for p in report.problems],
-            "token_stats": {k: v for k, v in stats.items() if k != "lengths"}, "stats_line": describe_stats(stats),
-            "model": args.model, "preview": preview, "seconds": round(time.perf_counter() - started, 3)}
+            "row_unit": report.row_unit, "blank_rows": report.blank_rows, "confidence": report.confidence,
+            "mapping_unsure": report.mapping_unsure, "mapping": dataclasses.asdict(report.mapping),
+            "notes": report.notes, "message": report.message,
+            "problems": [dataclasses.asdict(p) for p in report.problems], "preview": preview}
 
 
 def _print_text(info: dict, all_problems: bool) -> None:
@@ -75,18 +99,15 @@ def _print_text(info: dict, all_problems: bool) -> None:
     if info["message"]:
         print(f"Note:    {info['message']}")
     print(info["stats_line"])
-    problems = info["problems"]
-    if problems:
-        shown = problems if all_problems else problems[:20]
-        print(f"\nProblems ({len(problems):,}):")
-        for p in shown:
-            print(f"  row {p['row']:>6}  {p['kind']:<15} {p['message']}")
-        if len(shown) < len(problems):
-            print(f"  ... and {len(problems) - len(shown):,} more (use --all-problems)")
+    print(f"\nIs this enough? {info['readiness']}")
+    _print_problems(info, all_problems)
+    if info["validation"]:
+        print(f"\nValidation file: {info['validation']['path']} ({info['validation']['n_usable']:,} usable rows)")
+        _print_problems(info["validation"], all_problems)
     legend = "trained-on text in green" if color else "trained-on text between [[ and ]]"
     print(f"\nPreview with the chat template of {info['model']} ({legend}):")
     for item in info["preview"]:
-        print(f"--- row {item['row']} ---")
+        print(f"--- {info['row_unit']} {item['row']} ---")
         out = []
         for text, trained in item["segments"]:
             if trained:
@@ -94,6 +115,19 @@ def _print_text(info: dict, all_problems: bool) -> None:
             else:
                 out.append(text)
         print("".join(out).rstrip("\n"))
+
+
+def _print_problems(info: dict, all_problems: bool) -> None:
+    problems = info["problems"]
+    if not problems:
+        return
+    shown = problems if all_problems else problems[:20]
+    print(f"\nProblems ({len(problems):,}):")
+    for p in shown:
+        quoted = f" “{p['quote']}”" if p["quote"] else ""
+        print(f"  {info['row_unit']} {p['row']:>6}  {p['kind']:<15}{quoted} {p['message']}")
+    if len(shown) < len(problems):
+        print(f"  ... and {len(problems) - len(shown):,} more (use --all-problems)")
 
 
 def main(argv: list[str]) -> int:

@@ -34,9 +34,26 @@ class Chat:
         return next((m["content"] for m in self.messages if m["role"] == "user"), "")
 
     @property
+    def first_answer(self) -> str:
+        """The assistant turn that answers the first user turn (what contradicts when two rows ask the same)."""
+        asked = False
+        for m in self.messages:
+            asked = asked or m["role"] == "user"
+            if asked and m["role"] == "assistant":
+                return m["content"]
+        return ""
+
+    @property
     def answer(self) -> str:
         """The last assistant turn."""
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "assistant"), "")
+
+    def with_system(self, prompt: str) -> Chat:
+        """The conversation with this system prompt when it has none of its own (a system column wins)."""
+        prompt = (prompt or "").strip()
+        if not prompt or (self.messages and self.messages[0]["role"] == "system"):
+            return self
+        return Chat([{"role": "system", "content": prompt}, *self.messages])
 
     def key(self) -> tuple:
         """Equal for exact repeats (same turns, same roles)."""
@@ -60,6 +77,9 @@ class Text:
     @property
     def answer(self) -> str:
         return ""  # plain text has no answer of its own: contradiction checks skip it
+
+    def with_system(self, prompt: str) -> Text:
+        return self  # plain text has no turns: a system prompt has nowhere to go
 
     def key(self) -> str:
         return self.text

@@ -8,12 +8,22 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import DataError
-from .checks import MAX_EXAMPLE_CHARS, RowProblem
+from . import checks
+from .checks import RowProblem, quote
 from .examples import Chat, Text
-from .names import CONVERSATION_NAMES, PROMPT_NAMES, RESPONSE_NAMES, ROLE_ALIASES, SYSTEM_NAMES, TEXT_NAMES
+from .names import (
+    CONVERSATION_NAMES,
+    PROMPT_NAMES,
+    PROMPT_WORDS,
+    RESPONSE_NAMES,
+    RESPONSE_WORDS,
+    ROLE_ALIASES,
+    SYSTEM_NAMES,
+    TEXT_NAMES,
+)
 from .readers import _names, _Table, _type_name
 
 DETECT_SAMPLE = 200  # rows looked at to recognise a conversation column
@@ -85,8 +95,34 @@ def _conversation_style(records: list, column: str) -> str:
     return ""
 
 
-def detect_format(columns: list[str], records: list) -> tuple[str, ColumnMapping, str]:
-    """Name the shape of the data: (format, mapping, conversation column or "")."""
+class Detection(NamedTuple):
+    format: str
+    mapping: ColumnMapping
+    conversation: str  # the column holding turn lists, or ""
+    confidence: float  # 1.0 for names we know exactly; WORD_MATCH when a column was recognised by a word in it
+
+
+WORD_MATCH = 0.7  # "Customer question" / "Our reply": very likely right, but the user should see it
+
+
+def _by_word(columns: list[str], words: tuple[str, ...], exclude: tuple[str, ...] = ()) -> str:
+    """The first column whose name holds one of the words (accents and case off; "Customer question" -> question)."""
+    from .similar import normalise
+
+    wanted = {normalise(w) for w in words}
+    spaced = [w for w in wanted if w.isascii() or " " in w]
+    glued = [w for w in wanted if not w.isascii()]  # scripts written without spaces: a part of the name will do
+    for column in columns:
+        if column in exclude:
+            continue
+        name = normalise(column.replace("_", " "))
+        if set(name.split()) & set(spaced) or any(w in name for w in glued):
+            return column
+    return ""
+
+
+def detect_format(columns: list[str], records: list) -> Detection:
+    """Name the shape of the data: its format, the mapping, the conversation column and how sure that is."""
     by_norm: dict[str, str] = {}
     for c in columns:
         by_norm.setdefault(_norm(c), c)
@@ -95,21 +131,21 @@ def detect_format(columns: list[str], records: list) -> tuple[str, ColumnMapping
         chosen = by_norm["chosen"]
         prompt = _first_present(PROMPT_NAMES, by_norm, exclude=(chosen, by_norm["rejected"]))
         if _conversation_style(records, chosen):  # chosen/rejected as message lists (UltraFeedback style)
-            return "preference_chat", ColumnMapping(prompt=prompt, system=system), chosen
+            return Detection("preference_chat", ColumnMapping(prompt=prompt, system=system), chosen, 1.0)
         if prompt:
-            return "preference", ColumnMapping(prompt=prompt, response=chosen, system=system), ""
+            return Detection("preference", ColumnMapping(prompt=prompt, response=chosen, system=system), "", 1.0)
     for n in CONVERSATION_NAMES:
         if n in by_norm:
             style = _conversation_style(records, by_norm[n])
             if style:
-                return style, ColumnMapping(system=system), by_norm[n]
+                return Detection(style, ColumnMapping(system=system), by_norm[n], 1.0)
     if "instruction" in by_norm:
         response = _first_present(("output", "response", "answer", "completion"), by_norm)
         if response:
             prompt = by_norm["instruction"]
             extra = _first_present(("input", "context"), by_norm)
-            return "alpaca", ColumnMapping(prompt=f"{prompt}+{extra}" if extra else prompt, response=response,
-                                           system=system), ""
+            return Detection("alpaca", ColumnMapping(prompt=f"{prompt}+{extra}" if extra else prompt,
+                                                     response=response, system=system), "", 1.0)
     prompt = _first_present(PROMPT_NAMES, by_norm)
     response = _first_present(RESPONSE_NAMES, by_norm, exclude=(prompt,))
     if prompt and response:
@@ -119,15 +155,22 @@ def detect_format(columns: list[str], records: list) -> tuple[str, ColumnMapping
         pair = (_norm(prompt.split("+")[0]), _norm(response))
         fmt = {("prompt", "completion"): "prompt_completion", ("question", "answer"): "question_answer"}.get(pair,
                                                                                                           "pairs")
-        return fmt, ColumnMapping(prompt=prompt, response=response, system=system), ""
+        return Detection(fmt, ColumnMapping(prompt=prompt, response=response, system=system), "", 1.0)
+    # Names in plain words or other languages: "Customer question" / "Our reply", "Frage" / "Antwort".
+    both = tuple(c for c in columns if _by_word([c], PROMPT_WORDS) and _by_word([c], RESPONSE_WORDS))
+    worded_prompt = prompt or _by_word(columns, PROMPT_WORDS, exclude=both)
+    worded_response = response or _by_word(columns, RESPONSE_WORDS, exclude=both + (worded_prompt,))
+    if worded_prompt and worded_response and worded_prompt != worded_response:
+        return Detection("pairs", ColumnMapping(prompt=worded_prompt, response=worded_response, system=system), "",
+                         WORD_MATCH)
     text = _first_present(TEXT_NAMES, by_norm)
     if not text and len(columns) == 1:
         sample = [r.get(columns[0]) for r in records[:DETECT_SAMPLE] if isinstance(r, dict)]
         if sample and all(isinstance(v, str) or v is None for v in sample):
             text = columns[0]
     if text:
-        return "text", ColumnMapping(text=text), ""
-    return "unknown", ColumnMapping(system=system), ""
+        return Detection("text", ColumnMapping(text=text), "", 1.0)
+    return Detection("unknown", ColumnMapping(system=system), "", 0.0)
 
 
 def _columns_of(spec: str, columns: list[str], name: str, part: str) -> list[str]:
@@ -271,10 +314,36 @@ def _conversation_example(record: dict, column: str, system_column: str, prompt_
     return Chat(messages)
 
 
+def _quote_of(record, mapping: ColumnMapping, conversation: str, columns_of) -> str:
+    """The start of a row's prompt as written in the file, for a problem about a row that may be unusable."""
+    if not isinstance(record, dict):
+        return quote(json.dumps(record, ensure_ascii=False, default=str))
+    try:
+        if mapping.text or mapping.prompt:
+            column = columns_of(mapping.text or mapping.prompt)[0]
+            value = record.get(column)
+            if isinstance(value, str) and value.strip():
+                return quote(value)
+        if conversation:
+            turns = record.get(conversation)
+            turns = json.loads(turns) if isinstance(turns, str) else turns
+            for turn in turns if isinstance(turns, list) else []:
+                text = turn.get("content", turn.get("value")) if isinstance(turn, dict) else None
+                if isinstance(text, str) and text.strip() and turn.get("role", turn.get("from")) != "system":
+                    return quote(text)
+    except (DataError, ValueError, RecursionError, AttributeError):
+        pass
+    first = next((v for v in record.values() if isinstance(v, str) and v.strip()), "")
+    return quote(first)
+
+
 def _normalise(table: _Table, fmt: str, mapping: ColumnMapping, conversation: str,
                name: str) -> tuple[list, list[RowProblem]]:
+    """Examples (None where unusable) and the problems found row by row, numbered as the file shows its rows."""
     examples: list = []
-    problems: list[RowProblem] = []
+    unit = table.row_unit
+    problems = [RowProblem(b, "blank_row", f"{unit.capitalize()} {b} is blank and is skipped: delete it, or fill it "
+                           f"in if an example belongs there.") for b in table.blank_rows]
     if fmt == "unknown":
         return [None] * len(table.records), problems
     cache: dict[str, list[str]] = {}
@@ -291,13 +360,18 @@ def _normalise(table: _Table, fmt: str, mapping: ColumnMapping, conversation: st
     system_column = columns_of(mapping.system)[0] if mapping.system else ""
     seen: dict[Any, int] = {}
     for index, record in enumerate(table.records):
-        row = index + 1
+        row = table.rows[index]
+
+        def problem(kind: str, message: str, row=row, record=record, index=index, **extra) -> RowProblem:
+            return RowProblem(row, kind, message, quote=_quote_of(record, mapping, conversation, columns_of),
+                              index=index, **extra)
+
         if index in table.fallback_rows:
-            problems.append(RowProblem(row, "encoding", "The row is not UTF-8 and was read as Windows-1252: check its "
-                                                        "accented characters."))
+            problems.append(problem("encoding", f"The {unit} is not UTF-8 and was read as Windows-1252: check its "
+                                                f"accented characters."))
         try:
             if not isinstance(record, dict):
-                raise _Bad("wrong_type", f"The row is a {_type_name(record)}, not an object with columns: fix or "
+                raise _Bad("wrong_type", f"The {unit} is a {_type_name(record)}, not an object with columns: fix or "
                                          f"drop it.")
             if mapping.text:
                 column = columns_of(mapping.text)[0]
@@ -311,18 +385,19 @@ def _normalise(table: _Table, fmt: str, mapping: ColumnMapping, conversation: st
             else:
                 example = _pair_example(record, mapping, columns_of)
             chars = example.chars()
-            if chars > MAX_EXAMPLE_CHARS:
-                raise _Bad("too_long", f"The row is {chars:,} characters long, above the {MAX_EXAMPLE_CHARS:,} "
-                                       f"limit: shorten it or drop the row.")
+            if chars > checks.MAX_EXAMPLE_CHARS:
+                raise _Bad("oversized", f"The row is {chars:,} characters long, above the "
+                                        f"{checks.MAX_EXAMPLE_CHARS:,} limit: shorten it or drop the row.")
             key = example.key()
             if key in seen:
-                problems.append(RowProblem(row, "duplicate", f"The row repeats row {seen[key]}: drop it unless the "
-                                                             f"repeat is deliberate."))
+                first = table.rows[seen[key]]
+                problems.append(problem("duplicate", f"The row repeats {unit} {first}: drop it unless the repeat is "
+                                                     f"deliberate.", other_row=first, similarity=100.0))
             else:
-                seen[key] = row
+                seen[key] = index
         except _Bad as bad:
-            problems.append(RowProblem(row, bad.kind, bad.message))
+            problems.append(problem(bad.kind, bad.message))
             example = None
         examples.append(example)
+    problems.sort(key=lambda p: (p.row, p.kind))
     return examples, problems
-

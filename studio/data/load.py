@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, UserError
 from .checks import UNUSABLE, RowProblem
-from .examples import Example
+from .examples import Example, as_example
 from .formats import (
     FORMAT_LABELS,
     PREFERENCE_FORMATS,
@@ -23,6 +23,7 @@ from .formats import (
     _normalise,
     detect_format,
 )
+from .hub import parse_hub_id, read_hub
 from .readers import DEFAULT_MAX_BYTES, EXTENSIONS, _check_name, _read_table, _Table
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREVIEW_ROWS = 20  # rows kept as read, for the table in the Data tab
+MAPPING_SURE = 0.9  # detections below this confidence ask the user to confirm the mapping
 
 # Set by tests: unexpected exceptions in the readers propagate instead of becoming a DataError.
 STRICT = False
@@ -48,6 +50,20 @@ class DataReport:
     preview: Any  # pandas.DataFrame of the first rows as read (cells as display strings)
     notes: list[str] = field(default_factory=list)  # file-level remarks (encoding, sheet, JSON shape)
     message: str = ""  # why no row could be used (format not recognised), else ""
+    rows: list[int] = field(default_factory=list)  # per example, its row as the file shows it (see row_unit)
+    row_unit: str = "row"  # "row" (spreadsheet: header = row 1), "line" (JSONL, TXT) or "item" (JSON list)
+    blank_rows: list[int] = field(default_factory=list)
+    confidence: float = 1.0  # how sure the detected mapping is (0-1); below MAPPING_SURE the UI opens the mapping
+    delimiter: str = ""  # CSV/TSV separator, for a cleaned copy written the same way
+
+    def __post_init__(self):
+        if not self.rows:
+            self.rows = list(range(1, len(self.examples) + 1))
+
+    @property
+    def mapping_unsure(self) -> bool:
+        """Detection guessed: show the column mapping opened and pre-filled, for the user to confirm."""
+        return self.confidence < MAPPING_SURE
 
     @property
     def format_label(self) -> str:
@@ -62,9 +78,14 @@ class DataReport:
         return [e.to_dict() for e in self.usable()]
 
     def bad_rows(self, include_duplicates: bool = True) -> list[int]:
-        """1-based rows that "Drop bad rows" removes: unusable ones, and repeats unless told otherwise."""
+        """Rows (as the file numbers them) that "Drop bad rows" removes: unusable ones, and repeats unless told
+        otherwise."""
         kinds = UNUSABLE | ({"duplicate"} if include_duplicates else set())
-        return sorted({p.row for p in self.problems if p.kind in kinds})
+        return sorted({p.row for p in self.problems if p.kind in kinds and p.index >= 0})
+
+    def indexes_with(self, *kinds: str) -> set[int]:
+        """0-based positions in examples of the rows with a problem of one of these kinds."""
+        return {p.index for p in self.problems if p.kind in kinds and p.index >= 0}
 
     def summary(self) -> str:
         good = sum(e is not None for e in self.examples)
@@ -91,7 +112,8 @@ def _preview_frame(table: _Table):
 
 
 def load_data(path, mapping: ColumnMapping | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> DataReport:
-    """Read, detect, normalise and check one data file. Raises DataError for a file that cannot be used at all."""
+    """Read, detect, normalise and check one data file (or a hub dataset id, see hub.py). Raises DataError for a
+    file that cannot be used at all. The cross-row checks (checks.check_report) are a separate, slower step."""
     path = Path(path)
     try:
         return _load_data(path, mapping, max_bytes)
@@ -113,9 +135,12 @@ def load_data(path, mapping: ColumnMapping | None = None, max_bytes: int = DEFAU
 
 
 def _load_data(path: Path, mapping: ColumnMapping | None, max_bytes: int) -> DataReport:
-    _check_name(path)
-    table = _read_table(path, max_bytes)
-    fmt, detected, conversation = detect_format(table.columns, table.records)
+    if not path.exists() and parse_hub_id(str(path)):
+        table = read_hub(str(path))  # "org/name[:subset][@split]", not a file here
+    else:
+        _check_name(path)
+        table = _read_table(path, max_bytes)
+    fmt, detected, conversation, confidence = detect_format(table.columns, table.records)
     used = detected
     if mapping is not None and mapping.is_set():
         for part in ("prompt", "response", "system", "text"):
@@ -123,6 +148,7 @@ def _load_data(path: Path, mapping: ColumnMapping | None, max_bytes: int) -> Dat
             if spec:
                 _columns_of(spec, table.columns, path.name, part)
         fmt, used = _apply_mapping(mapping, fmt, detected, path.name)
+        confidence = 1.0 if used != detected else confidence  # the user chose it
     examples, problems = _normalise(table, fmt, used, conversation, path.name)
     notes = list(table.notes)
     if fmt in PREFERENCE_FORMATS:
@@ -131,9 +157,13 @@ def _load_data(path: Path, mapping: ColumnMapping | None, max_bytes: int) -> Dat
     if fmt == "unknown":
         message = (f"Studio could not tell which column of {path.name} is the prompt and which is the answer: "
                    f"choose them in the column mapping.")
+    if table.blank_rows:
+        rows = ", ".join(map(str, table.blank_rows[:5])) + (", ..." if len(table.blank_rows) > 5 else "")
+        notes.append(f"{len(table.blank_rows):,} blank {table.row_unit}(s) ({rows}) were skipped.")
     return DataReport(path=str(path), format=fmt, columns=list(table.columns), n_rows=len(table.records),
                       examples=examples, problems=problems, mapping=used, preview=_preview_frame(table),
-                      notes=notes, message=message)
+                      notes=notes, message=message, rows=list(table.rows), row_unit=table.row_unit,
+                      blank_rows=list(table.blank_rows), confidence=confidence, delimiter=table.delimiter)
 
 
 
@@ -152,15 +182,46 @@ def split_sizes(n: int, fraction: float) -> tuple[int, int]:
 
 
 def split_examples(examples: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, validation): a seeded random share held out (see split_sizes); both keep the original order."""
+    """(train, validation): a seeded random share held out (see split_sizes); both keep the original order.
+
+    Repeats and reworded copies (near_duplicate) stay on one side together: a validation row that a training row
+    repeats would flatter the validation loss. Without such groups the split is a plain seeded shuffle."""
     n = len(examples)
     n_val = split_sizes(n, fraction)[1]
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    held = set(order[:n_val])
+    group = _similar_groups(examples) if n_val else {}
+    held: set[int] = set()
+    for i in order:
+        if len(held) >= n_val:
+            break
+        members = group.get(i, [i])
+        if i not in held and len(held) + len(members) <= n_val:
+            held.update(members)
     train = [e for i, e in enumerate(examples) if i not in held]
     val = [e for i, e in enumerate(examples) if i in held]
     return train, val
+
+
+def _similar_groups(examples: list) -> dict[int, list[int]]:
+    """index -> every index of its group of repeats and reworded copies (only for rows in a group of 2 or more)."""
+    from .checks import NEAR_DUPLICATE, whole_text
+    from .similar import similar_pairs
+
+    parent = list(range(len(examples)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b, _ in similar_pairs([whole_text(as_example(e)) for e in examples], NEAR_DUPLICATE):
+        parent[root(b)] = root(a)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(examples)):
+        groups.setdefault(root(i), []).append(i)
+    return {i: members for members in groups.values() if len(members) > 1 for i in members}
 
 
 def mapping_from_config(config: RunConfig) -> ColumnMapping | None:
@@ -183,13 +244,16 @@ def _usable(report: DataReport, role: str) -> list[Example]:
 
 
 def load_examples(config: RunConfig) -> tuple[list[Example], list[Example]]:
-    """Train and validation examples for a run, bad rows dropped."""
+    """Train and validation examples for a run, bad rows dropped, the run's own system prompt added to rows
+    without one (config.system_prompt, once the core's RunConfig has it)."""
     if not config.data_path:
         raise DataError("No training data: upload a file in the Data tab.")
     mapping = mapping_from_config(config)
-    train = _usable(load_data(config.data_path, mapping), "training")
+    system = getattr(config, "system_prompt", "") or ""
+    train = [e.with_system(system) for e in _usable(load_data(config.data_path, mapping), "training")]
     if config.validation_path:
-        return train, _usable(load_data(config.validation_path, mapping), "validation")
+        val = [e.with_system(system) for e in _usable(load_data(config.validation_path, mapping), "validation")]
+        return train, val
     return split_examples(train, config.validation_fraction, config.seed)
 
 

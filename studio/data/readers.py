@@ -38,6 +38,21 @@ class _Table:
     records: list  # dicts keyed by column; other values are rows of the wrong shape (flagged later)
     fallback_rows: set = field(default_factory=set)  # 0-based rows decoded with a legacy encoding
     notes: list = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # per record, its number as the user's file shows it
+    blank_rows: list[int] = field(default_factory=list)  # blank rows between the header and the last record
+    delimiter: str = ""  # CSV/TSV: the separator read, so a cleaned copy is written the same way
+    # How the file's own viewer numbers `rows`: a spreadsheet "row" (header = row 1), a "line", a JSON list "item".
+    row_unit: str = "row"
+
+    def __post_init__(self):
+        if not self.rows:  # formats without their own numbering: 1-based position
+            self.rows = list(range(1, len(self.records) + 1))
+
+
+def _between(blank: list[int], rows: list[int]) -> list[int]:
+    """Blank rows after the header and before the last record: trailing empty lines are not worth a word."""
+    last = rows[-1] if rows else 0
+    return [b for b in blank if b < last]
 
 
 _MAGIC = (
@@ -169,11 +184,17 @@ def _read_csv(text: str, bad_lines: set[int], name: str, delimiter: str | None) 
     records: list[dict] = []
     fallback: set[int] = set()
     ragged: list[tuple[int, int]] = []  # (line, fields)
+    rows: list[int] = []
+    blank: list[int] = []
     last_line = 0
+    sheet_row = 0  # the row a spreadsheet shows: one per CSV record, blank ones included
     try:
         for fields in reader:
             first_line, last_line = last_line + 1, reader.line_num
+            sheet_row += 1
             if not any(f.strip() for f in fields):
+                if header is not None:
+                    blank.append(sheet_row)
                 continue  # blank line, or a line of only separators
             if header is None:
                 header = _clean_header(fields)
@@ -188,6 +209,7 @@ def _read_csv(text: str, bad_lines: set[int], name: str, delimiter: str | None) 
             if bad_lines and any(n in bad_lines for n in range(first_line, last_line + 1)):
                 fallback.add(len(records))
             records.append(dict(zip(header, fields)))
+            rows.append(sheet_row)
     except csv.Error as err:
         raise DataError(f"{name} could not be read as {'TSV' if delimiter == chr(9) else 'CSV'} near line "
                         f"{reader.line_num} ({err}): check the quotes on that line.") from None
@@ -202,7 +224,7 @@ def _read_csv(text: str, bad_lines: set[int], name: str, delimiter: str | None) 
     if not records:
         raise DataError(f"{name} has a header row ({_names(header)}) but no data rows: add at least one "
                         f"example below the header.")
-    return _Table(header, records, fallback)
+    return _Table(header, records, fallback, rows=rows, blank_rows=_between(blank, rows), delimiter=delimiter)
 
 
 def _read_txt(text: str, bad_lines: set[int], name: str) -> _Table:
@@ -212,13 +234,14 @@ def _read_txt(text: str, bad_lines: set[int], name: str) -> _Table:
     if not filled:
         raise DataError(f"{name} holds only blank lines: add some text, one example per paragraph.")
     by_paragraph = any(not lines[i].strip() for i in range(filled[0], filled[-1]))
-    records, fallback = [], set()
+    records, fallback, rows = [], set(), []
     if not by_paragraph:
         for i in filled:
             if i + 1 in bad_lines:
                 fallback.add(len(records))
             records.append({"text": lines[i].strip()})
-        return _Table(["text"], records, fallback)
+            rows.append(i + 1)
+        return _Table(["text"], records, fallback, rows=rows, row_unit="line")
     start = None
     for i, line in enumerate(lines + [""]):
         if line.strip():
@@ -227,8 +250,9 @@ def _read_txt(text: str, bad_lines: set[int], name: str) -> _Table:
             if any(n + 1 in bad_lines for n in range(start, i)):
                 fallback.add(len(records))
             records.append({"text": "\n".join(lines[start:i]).strip()})
+            rows.append(start + 1)
             start = None
-    return _Table(["text"], records, fallback)
+    return _Table(["text"], records, fallback, rows=rows, row_unit="line")
 
 
 def _json_error(err: json.JSONDecodeError, text: str, name: str) -> DataError:
@@ -241,10 +265,11 @@ def _json_error(err: json.JSONDecodeError, text: str, name: str) -> DataError:
 
 
 def _read_jsonl(text: str, bad_lines: set[int], name: str) -> _Table:
-    records, fallback = [], set()
+    records, fallback, rows, blank = [], set(), [], []
     for number, line in enumerate(text.split("\n"), 1):
         line = line.strip()
         if not line:
+            blank.append(number)
             continue
         try:
             value = json.loads(line)
@@ -257,9 +282,13 @@ def _read_jsonl(text: str, bad_lines: set[int], name: str) -> _Table:
         if number in bad_lines:
             fallback.add(len(records))
         records.append(value)
+        rows.append(number)
     if not records:
         raise DataError(f"{name} holds only blank lines: add one JSON object per line.")
-    return _table_from_values(records, name, fallback)
+    table = _table_from_values(records, name, fallback)
+    table.rows, table.blank_rows = rows, _between([b for b in blank if b > rows[0]], rows)
+    table.row_unit = "line"
+    return table
 
 
 def _is_turn_list(value: Any) -> bool:
@@ -314,6 +343,7 @@ def _read_json(text: str, bad_lines: set[int], name: str) -> _Table:
     if not records:
         raise DataError(f"{name} holds an empty list: add at least one example.")
     table = _table_from_values(records, name, set())
+    table.row_unit = "item"
     table.notes += notes
     if bad_lines:
         table.notes.append("Some lines of the file are not UTF-8 and were read as Windows-1252: check accented "
@@ -379,7 +409,9 @@ def _read_parquet(path: Path, name: str) -> _Table:
 def _excel_cell(value: Any) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    if isinstance(value, (str, bool)):
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, bool):
         return value
     if isinstance(value, float) and value.is_integer():
         return str(int(value))  # Excel stores 12 as 12.0
@@ -387,6 +419,7 @@ def _excel_cell(value: Any) -> Any:
 
 
 def _read_excel(path: Path, name: str) -> _Table:
+    """The first sheet, with each record's row number as Excel shows it (openpyxl, not pandas, which renumbers)."""
     with path.open("rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04":
@@ -394,27 +427,42 @@ def _read_excel(path: Path, name: str) -> _Table:
         raise DataError(f"{name} is {what}: open it in Excel or LibreOffice and save it as .xlsx or CSV.")
     import zipfile
 
-    import pandas as pd
+    import openpyxl
 
     try:
-        sheets = pd.read_excel(path, sheet_name=None, dtype=object, engine="openpyxl")
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, TypeError) as err:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            sheet_names = book.sheetnames
+            if not sheet_names:
+                raise DataError(f"{name} has no sheets: add the examples to the first sheet.")
+            sheet = book.worksheets[0]
+            sheet.reset_dimensions()  # some writers store a wrong size; read every row there is
+            cells = [tuple(_excel_cell(v) for v in row) for row in sheet.iter_rows(min_row=1, values_only=True)]
+        finally:
+            book.close()
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, TypeError, IndexError) as err:
         log.info("excel read failed for %s: %s", path, err)
         raise DataError(f"{name} is a damaged or unsupported Excel file: save it again as .xlsx, or export the "
                         f"sheet as CSV.") from None
-    if not sheets:
-        raise DataError(f"{name} has no sheets: add the examples to the first sheet.")
-    sheet_name, frame = next(iter(sheets.items()))
-    notes = [f"Read the first sheet, {sheet_name!r}, of {len(sheets)}."] if len(sheets) > 1 else []
-    frame = frame.dropna(how="all")
-    if len(frame.columns) == 0:
+    notes = [f"Read the first sheet, {sheet_names[0]!r}, of {len(sheet_names)}."] if len(sheet_names) > 1 else []
+    filled = [i for i, row in enumerate(cells) if any(v is not None for v in row)]
+    if not filled:
         raise DataError(f"The first sheet of {name} is empty: put a header row and the examples on it.")
-    if len(frame) == 0:
-        raise DataError(f"{name} has a header row ({_names(list(frame.columns))}) but no data rows: add "
-                        f"at least one example below the header.")
-    columns = _clean_header([str(c) if not str(c).startswith("Unnamed: ") else "" for c in frame.columns])
-    records = [{c: _excel_cell(v) for c, v in zip(columns, row)} for row in frame.itertuples(index=False)]
-    return _Table(columns, records, notes=notes)
+    width = max(max((j + 1 for j, v in enumerate(cells[i]) if v is not None), default=0) for i in filled)
+    header_index = filled[0]
+    header_cells = list(cells[header_index][:width]) + [None] * (width - len(cells[header_index]))
+    columns = _clean_header(["" if v is None else str(v) for v in header_cells])
+    data_rows = [i for i in filled if i > header_index]
+    if not data_rows:
+        raise DataError(f"{name} has a header row ({_names(columns)}) but no data rows: add at least one example "
+                        f"below the header.")
+    records = [{c: (cells[i][j] if j < len(cells[i]) else None) for j, c in enumerate(columns)} for i in data_rows]
+    rows = [i + 1 for i in data_rows]  # openpyxl yields from row 1, missing rows filled in
+    filled_set = set(filled)
+    blank = [i + 1 for i in range(header_index + 1, data_rows[-1]) if i not in filled_set]
+    return _Table(columns, records, notes=notes, rows=rows, blank_rows=blank)
 
 
 def _read_table(path: Path, max_bytes: int) -> _Table:
