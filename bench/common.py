@@ -192,19 +192,19 @@ def run_studio(config, run_dir: Path, result: SideResult, callback, log_markers:
     """The studio's side: `studio.train.run` as `python -m studio train` runs it, with the tokens its batches hold
     counted and the timing callback attached. Raises when the run does not finish; the worker-log lines holding
     any of `log_markers` (its choices: threads, checkpointing) go into the result's notes. Returns the adapter."""
-    from studio import train
-    from studio.events import read_events, replay
+    from studio import packing, train
+    from studio.events import ADAPTER_DIR, LOG_FILE, read_events, replay
 
-    make_collator = train.make_collator  # count the tokens computed, as for the baseline
-    train.make_collator = lambda c, t: CountingCollator(make_collator(c, t), result)
+    make_collator = packing.make_collator  # count the tokens computed, as for the baseline
+    packing.make_collator = lambda c, t: CountingCollator(make_collator(c, t), result)
     status = train.run(config, run_dir, callbacks=[callback])
     if status != "finished":
         error = replay(read_events(run_dir)).error
         raise RuntimeError(f"studio run {status}: {error.get('message')}")
-    log_text = (run_dir / "worker.log").read_text()
+    log_text = (run_dir / LOG_FILE).read_text()
     result.notes += "; ".join(line.split(": ", 1)[-1] for line in log_text.splitlines()
                               if any(marker in line for marker in log_markers))[-400:]
-    return run_dir / "adapter"
+    return run_dir / ADAPTER_DIR
 
 
 def peak_rss_gb() -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import methods
 from .config import BUNDLED_MODEL, RunConfig
 from .errors import ConfigError, UserError
-from .events import ADAPTER_DIR, CONFIG_FILE
+from .events import ADAPTER_CONFIG, ADAPTER_DIR, CONFIG_FILE, has_adapter
 from .logs import ArgumentParser, tell_user
 from .methods import Method
 
@@ -93,14 +93,13 @@ def run_adapter_dir(run_dir: str | Path) -> Path:
         raise UserError(f"The run folder {run_dir} does not exist: check the path (runs live in runs/<id>/).")
     if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"{run_dir} is not a run folder (it has no {CONFIG_FILE}): pick a folder under runs/.")
-    adapter = run_dir / ADAPTER_DIR
-    if not (adapter / "adapter_config.json").is_file():
+    if not has_adapter(run_dir):
         from .events import read_status
 
         status = read_status(run_dir).get("status", "unknown")
         raise UserError(f"Run {run_dir.name} has no saved adapter yet (status: {status}): wait until it "
                         f"finishes, or stop it, which saves the adapter.")
-    return adapter
+    return run_dir / ADAPTER_DIR
 
 
 def with_system_prompt(messages: list[dict], system_prompt: str) -> list[dict]:
@@ -207,8 +206,8 @@ class ChatSession:
         self.model_name = model_name
         self.run_dir: Path | None = None
         self.adapter_dir = Path(adapter_dir) if adapter_dir else None
-        if self.adapter_dir is not None and not (self.adapter_dir / "adapter_config.json").is_file():
-            raise UserError(f"{self.adapter_dir} holds no adapter_config.json: pick the adapter folder of a "
+        if self.adapter_dir is not None and not (self.adapter_dir / ADAPTER_CONFIG).is_file():
+            raise UserError(f"{self.adapter_dir} holds no {ADAPTER_CONFIG}: pick the adapter folder of a "
                             f"finished run.")
         if method is None or method == methods.AUTO:
             method = methods.for_inference(None, models.cuda_available())

@@ -62,8 +62,9 @@ class RunConfig:
                                  0.0, 0.5, group="method", label="LoRA dropout")
     target_modules: str = _field("all-linear", "Layers that get LoRA adapters: 'all-linear' or a comma list "
                                  "such as q_proj,v_proj.", group="method", label="Target modules")
-    gradient_checkpointing: bool = _field(False, "Recompute activations to save memory (slower). Turned on "
-                                          "automatically for QLoRA.", group="method")
+    gradient_checkpointing: bool = _field(False, "Recompute activations to save memory (about a third slower). On "
+                                          "a GPU it is turned on by itself when the longest step would not fit "
+                                          "in the free memory.", group="method")
     # --- training ----------------------------------------------------------------------
     epochs: float = _field(1.0, "Passes over the training data.", 0.1, 100.0)
     max_steps: int = _field(0, "Stop after this many optimiser steps (0 = use epochs).", 0, 1_000_000,

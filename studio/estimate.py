@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from .config import RunConfig
+from .fileio import write_text
+from .train import TOKENIZED_DATA_FIELDS
 
 # Effective fp32 FLOP/s per CPU core for LoRA training, fitted to SmolLM2-135M runs on a 2-core machine: 186 real
 # tokens/s when idle, 110 with other programs on the same cores. 3.5e10 per core (130 tokens/s) sits between,
@@ -60,9 +61,7 @@ def record_speed(model: str, method: str, tokens_per_s: float) -> None:
     except (OSError, json.JSONDecodeError):
         speeds = {}
     speeds[f"{model}|{method}"] = tokens_per_s
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(speeds, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(speeds, indent=1))
 
 
 def measured_speed(model: str, method: str) -> float | None:
@@ -110,10 +109,7 @@ def estimate_run(config: RunConfig) -> Estimate:
 
     hardware = models.detect_hardware()
     method = models.training_method(config)
-    keyed = {k: v for k, v in config.to_dict().items()
-             if k in ("model", "data_path", "validation_path", "validation_fraction", "prompt_column",
-                      "response_column", "system_column", "text_column", "seed", "max_seq_length",
-                      "train_on_answers_only", "trust_remote_code")}
+    keyed = {name: getattr(config, name) for name in TOKENIZED_DATA_FIELDS}
     mtime = Path(config.data_path).stat().st_mtime if config.data_path and Path(config.data_path).exists() else 0
     rows, tokens_per_epoch = _dataset_tokens(json.dumps(keyed, sort_keys=True), mtime)
     config.check_data_size(rows)

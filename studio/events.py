@@ -16,10 +16,11 @@ from __future__ import annotations
 import errno
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .fileio import write_text
 
 EVENTS_FILE = "events.jsonl"
 STATUS_FILE = "status.json"
@@ -28,9 +29,10 @@ LOG_FILE = "worker.log"
 STOP_FILE = "STOP"
 PID_FILE = "worker.pid"
 ADAPTER_DIR = "adapter"
+ADAPTER_CONFIG = "adapter_config.json"  # peft's marker file: a folder holding it is a saved adapter
 CHECKPOINTS_DIR = "checkpoints"
 
-# Statuses a run can be in. "running" and "queued" are live; the rest are final.
+# Statuses a run can be in: LIVE while its worker process trains, FINAL once it has ended.
 LIVE = ("starting", "running", "stopping")
 FINAL = ("finished", "stopped", "failed")
 
@@ -81,16 +83,9 @@ def write_status(run_dir: str | Path, **status) -> None:
     run_dir = Path(run_dir)
     status["updated"] = time.time()
     text = json.dumps(status, default=str)
-    tmp = run_dir / f".{STATUS_FILE}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, run_dir / STATUS_FILE)
+        write_text(run_dir / STATUS_FILE, text)
     except OSError as err:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         if err.errno not in DISK_FULL_ERRNOS or not _overwrite_in_place(run_dir / STATUS_FILE, text):
             raise
 
@@ -104,6 +99,20 @@ def _overwrite_in_place(path: Path, text: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def has_adapter(run_dir: str | Path) -> bool:
+    """Whether the run has saved its adapter (finished, or stopped): what chat and export need."""
+    return (Path(run_dir) / ADAPTER_DIR / ADAPTER_CONFIG).is_file()
+
+
+def log_tail(run_dir: str | Path, lines: int = 20) -> str:
+    """The last lines of the run's worker.log ("" when there is none): shown under a failed run."""
+    try:
+        text = (Path(run_dir) / LOG_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def read_status(run_dir: str | Path) -> dict:

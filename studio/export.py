@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
 import tempfile
 import zipfile
@@ -23,6 +22,7 @@ from .chat import run_adapter_dir
 from .config import RunConfig
 from .errors import UserError
 from .events import CONFIG_FILE
+from .fileio import replacing_file, replacing_folder
 from .logs import ArgumentParser, tell_user
 
 log = logging.getLogger("studio.export")
@@ -43,14 +43,12 @@ def zip_adapter(run_dir: str | Path, out_zip: str | Path) -> Path:
     if out_zip.suffix.lower() != ".zip":
         out_zip = out_zip.with_name(out_zip.name + ".zip")
     out_zip.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_zip.with_name(f".{out_zip.name}.tmp")
     # Weights barely compress; DEFLATE still shrinks the tokenizer files a lot.
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with replacing_file(out_zip) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(adapter.rglob("*")):
             if path.is_file():
                 zf.write(path, path.relative_to(adapter).as_posix())
         zf.write(run_dir / CONFIG_FILE, "studio_run_config.json")
-    os.replace(tmp, out_zip)
     return out_zip
 
 
@@ -81,17 +79,12 @@ def merge_adapter(run_dir: str | Path, out_dir: str | Path) -> Path:
         log.exception("merge failed")
         raise UserError(f"The adapter of {run_dir.name} does not fit {config.model} ({type(err).__name__}): "
                         f"the run's base model may have changed.") from err
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)  # writes the chat template too
-        (tmp / "README.md").write_text(_model_card(config, run_dir, merged=True), encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above
-        tmp.rename(out_dir)
+        with replacing_folder(out_dir) as tmp:  # an existing out_dir is empty (checked above)
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)  # writes the chat template too
+            (tmp / "README.md").write_text(_model_card(config, run_dir, merged=True), encoding="utf-8")
     except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"The merged model could not be written to {out_dir} ({err.strerror or err}): check the "
                         f"free disk space and permissions.") from err
     return out_dir

@@ -32,9 +32,10 @@ from .events import (
     EVENTS_FILE,
     FINAL,
     LIVE,
-    LOG_FILE,
     PID_FILE,
     STOP_FILE,
+    has_adapter,
+    log_tail,  # noqa: F401 - the UI shows jobs.log_tail under a failed run
     read_events,
     read_status,
     replay,
@@ -216,7 +217,7 @@ def run_state(run_dir: Path) -> dict:
                     from .events import EventWriter
 
                     writer = EventWriter(run_dir)
-                    writer.write("error", message=message, kind="killed", log_tail=_tail(run_dir / LOG_FILE))
+                    writer.write("error", message=message, kind="killed", log_tail=log_tail(run_dir))
                     writer.close()
                 write_status(run_dir, **{k: v for k, v in status.items() if k != "updated"})
             except OSError as err:  # a full or read-only disk: the run is still shown as failed, just not saved
@@ -334,10 +335,6 @@ def _spawn(run_dir: Path, extra: list[str], config_path: Path, lock: RunsLock):
     threading.Thread(target=proc.wait, name=f"reap-worker-{proc.pid}", daemon=True).start()
     (run_dir / PID_FILE).write_text(str(proc.pid))
     write_status(run_dir, status="starting", pid=proc.pid)
-
-
-def reap_children():
-    """Nothing left to do: each worker is reaped by its own thread as it ends (kept for existing callers)."""
 
 
 def stop_run(run_dir: Path, grace_s: float = STOP_GRACE_S) -> None:
@@ -462,7 +459,7 @@ def list_runs(runs_dir: Path) -> list[RunSummary]:
 
 def finished_runs(runs_dir: Path) -> list[RunSummary]:
     """Runs with a saved adapter (finished or stopped): what the Chat tab can load."""
-    return [s for s in list_runs(runs_dir) if (s.path / "adapter" / "adapter_config.json").exists()]
+    return [s for s in list_runs(runs_dir) if has_adapter(s.path)]
 
 
 def delete_run(runs_dir: Path, run_id: str) -> None:
@@ -485,13 +482,3 @@ def config_differences(run_dirs: list[Path]) -> dict[str, list]:
     keys = sorted({k for c in configs for k in c})
     return {k: [c.get(k) for c in configs] for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1}
 
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def log_tail(run_dir: Path, lines: int = 20) -> str:
-    return _tail(Path(run_dir) / LOG_FILE, lines)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import signal
 import sys
@@ -16,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import methods
+from . import methods, packing
 from .config import RunConfig
 from .errors import DataError, UserError
 from .events import (
@@ -25,10 +24,13 @@ from .events import (
     CONFIG_FILE,
     DISK_FULL_ERRNOS,
     LOG_FILE,
+    PID_FILE,
     STOP_FILE,
     EventWriter,
+    log_tail,
     write_status,
 )
+from .fileio import replacing_folder
 from .logs import ArgumentParser, log_path, send_stderr_to_log, tell_user
 from .methods import Method
 
@@ -117,7 +119,7 @@ def run_and_describe(config: RunConfig, run_dir: str | Path, resume: bool = Fals
     try:
         (run_dir / STOP_FILE).unlink(missing_ok=True)
         config.save(run_dir / CONFIG_FILE)
-        (run_dir / "worker.pid").write_text(str(os.getpid()))
+        (run_dir / PID_FILE).write_text(str(os.getpid()))
         events = EventWriter(run_dir)
         write_status(run_dir, status="starting", pid=os.getpid())
         status, message = _train(config, run_dir, events, resume, callbacks), ""
@@ -129,7 +131,7 @@ def run_and_describe(config: RunConfig, run_dir: str | Path, resume: bool = Fals
     finally:
         # Each of these may meet the same full disk: none may turn a described failure into a traceback.
         cleanups = [events.close] if events is not None else []
-        cleanups.append(lambda: (run_dir / "worker.pid").unlink(missing_ok=True))
+        cleanups.append(lambda: (run_dir / PID_FILE).unlink(missing_ok=True))
         for cleanup in cleanups:
             try:
                 cleanup()
@@ -150,7 +152,7 @@ def _record_failure(run_dir: Path, events: EventWriter | None, message: str, kin
     event too, and the status must still say "failed" (write_status falls back to overwriting in place)."""
     try:
         if events is not None:
-            events.write("error", message=message, kind=kind, log_tail=_tail(run_dir / LOG_FILE))
+            events.write("error", message=message, kind=kind, log_tail=log_tail(run_dir))
     except OSError as err:
         log.info("error event not written: %s", err)
     try:
@@ -241,9 +243,9 @@ def build_trainer(config: RunConfig, method: Method, model, tokenizer, train_set
     callbacks = list(callbacks)
     if TUNE_CPU_THREADS and not torch.cuda.is_available():
         callbacks.append(callback_class("CpuThreadTuner")())
-    args = training_arguments(config, method, run_dir, has_eval=val_set is not None, n_train=len(train_set))
+    args = training_arguments(config, method, run_dir, has_eval=val_set is not None)
     trainer = studio_trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
-                                     data_collator=make_collator(config, tokenizer),
+                                     data_collator=packing.make_collator(config, tokenizer),
                                      processing_class=tokenizer, callbacks=callbacks)
     # Progress goes to events.jsonl; the worker's stdout carries only the run folder.
     trainer.remove_callback(PrinterCallback)
@@ -330,40 +332,53 @@ def check_data_files(config: RunConfig) -> None:
                             f"train on one part.")
 
 
-TOKENIZED_CACHE_VERSION = 1
+TOKENIZED_CACHE_VERSION = 2
 TOKENIZED_CACHE_ENTRIES = 20  # datasets x settings kept; the oldest go first
+# The settings the tokenised rows depend on: the files read, the column mapping, the split, the tokenizer's model,
+# the cut-off and the masking. The cache key below and the estimate's token count (estimate._dataset_tokens) are
+# both keyed on exactly these; any other setting (learning rate, LoRA rank, ...) reuses the tokens.
+TOKENIZED_DATA_FIELDS = ("model", "trust_remote_code", "data_path", "validation_path", "validation_fraction", "seed",
+                         "prompt_column", "response_column", "system_column", "text_column", "max_seq_length",
+                         "train_on_answers_only")
+
+
+def _file_hash(path: str | Path) -> str:
+    import hashlib
+
+    if not path:
+        return ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tokenising_code_hash() -> str:
+    """Hash of the code that reads, normalises and encodes rows: every module of the studio.data package, and this
+    file. A change there must never reuse stale tokens."""
+    from . import data
+
+    package = Path(data.__file__).parent
+    return "".join(_file_hash(path) for path in sorted(package.glob("*.py"))) + _file_hash(__file__)
 
 
 def tokenized_cache_key(config: RunConfig, tokenizer) -> str:
-    """Hash of what the tokenised data depends on: the files' bytes, the column mapping, the split, the tokenizer
-    (name, vocabulary size, special tokens, chat template), max_seq_length, answers-only, and the code of
-    studio/data.py that normalises and encodes rows (a change there must never reuse stale tokens)."""
+    """Hash of what the tokenised data depends on: the files' bytes, the settings in TOKENIZED_DATA_FIELDS, the
+    tokenizer (name, vocabulary size, special tokens, chat template) and the code (_tokenising_code_hash)."""
     import hashlib
     import json
 
-    from . import data
-
-    def file_hash(path: str) -> str:
-        if not path:
-            return ""
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-
+    settings = {name: getattr(config, name) for name in TOKENIZED_DATA_FIELDS}
     parts = {
         "version": TOKENIZED_CACHE_VERSION,
-        "code": file_hash(data.__file__) + file_hash(__file__),
-        "data": file_hash(config.data_path),
-        "validation": file_hash(config.validation_path),
-        "split": [config.validation_fraction, config.seed] if not config.validation_path else None,
-        "columns": [config.prompt_column, config.response_column, config.system_column, config.text_column],
-        "tokenizer": [config.model, getattr(tokenizer, "name_or_path", ""), len(tokenizer),
+        "code": _tokenising_code_hash(),
+        "data": _file_hash(config.data_path),
+        "validation": _file_hash(config.validation_path),
+        "settings": settings,
+        "tokenizer": [getattr(tokenizer, "name_or_path", ""), len(tokenizer),
                       str(getattr(tokenizer, "chat_template", "")), tokenizer.eos_token, tokenizer.bos_token,
                       type(tokenizer).__name__],
-        "max_seq_length": config.max_seq_length,
-        "answers_only": config.train_on_answers_only,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -383,30 +398,24 @@ def _read_tokenized(folder: Path):
 
 
 def _write_tokenized(folder: Path, train_set, val_set) -> None:
-    """Write to a temporary folder, then rename: a crash never leaves half an entry that looks complete."""
+    """Write the entry through a temporary folder: a crash never leaves half an entry that looks complete."""
     import shutil
-    import tempfile
 
     import datasets
 
     quiet = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()  # the worker's output is the run folder, not progress bars
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
-        train_set.save_to_disk(str(tmp / "train"))
-        if val_set is not None:
-            val_set.save_to_disk(str(tmp / "validation"))
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        with replacing_folder(folder) as tmp:
+            train_set.save_to_disk(str(tmp / "train"))
+            if val_set is not None:
+                val_set.save_to_disk(str(tmp / "validation"))
         entries = sorted((p for p in folder.parent.iterdir() if not p.name.startswith(".")),
                          key=lambda p: p.stat().st_mtime, reverse=True)
         for old in entries[TOKENIZED_CACHE_ENTRIES:]:  # the least recently used beyond the limit
             shutil.rmtree(old, ignore_errors=True)
     except OSError as err:  # a full disk or a read-only cache costs speed next time, not this run
         log.info("tokenised data not cached: %s", err)
-        shutil.rmtree(tmp, ignore_errors=True) if "tmp" in locals() else None
     finally:
         if not quiet:
             datasets.enable_progress_bars()
@@ -439,62 +448,13 @@ def build_model(config: RunConfig, method: str | Method, step_tokens: int | None
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = False  # the KV cache is useless while training and costs memory
-    if config.packing and VARLEN_ATTENTION and supports_varlen_attention(model.config):
-        use_varlen_attention(model)
+    if config.packing and VARLEN_ATTENTION and packing.supports_varlen_attention(model.config):
+        packing.use_varlen_attention(model)
     set_seed(config.seed)  # the LoRA initialisation follows the run's seed
     model = get_peft_model(model, models.lora_config(config))
     if FAST_DROPOUT and not torch.cuda.is_available():
-        use_fast_dropout(model)
+        packing.use_fast_dropout(model)
     return model
-
-
-def use_fast_dropout(model) -> int:
-    """Swap peft's nn.Dropout on the LoRA inputs for FastDropout; returns how many were swapped."""
-    import torch
-
-    fast_dropout = fast_dropout_class()
-    swapped = 0
-    for module in model.modules():
-        dropouts = getattr(module, "lora_dropout", None)
-        if isinstance(dropouts, torch.nn.ModuleDict):
-            for name, layer in list(dropouts.items()):
-                if type(layer) is torch.nn.Dropout and layer.p > 0:
-                    dropouts[name] = fast_dropout(layer.p)
-                    swapped += 1
-    return swapped
-
-
-@functools.cache
-def fast_dropout_class():
-    """Made on first use, so that importing studio.train does not import torch."""
-    import torch
-
-    class FastDropout(torch.nn.Module):
-        """Dropout whose mask comes from 16-bit uniform integers, four per 64-bit draw of the CPU generator.
-
-        nn.Dropout on a CPU draws one random number per element (bernoulli_): with LoRA on every linear layer
-        that is 7 masks per layer per step, 15% of a SmolLM2 step (profiled). Each element is still dropped
-        independently with probability p (rounded to a multiple of 1/65536) and the rest scaled by 1/(1-p),
-        as nn.Dropout does.
-        """
-
-        def __init__(self, p: float):
-            super().__init__()
-            self.p = p
-            self.threshold = round(p * 65536) - 32768  # int16 values below it (p of them) are dropped
-
-        def forward(self, x):
-            if not self.training or self.p <= 0:
-                return x
-            n = x.numel()
-            bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, 2**63 - 1)
-            drop = bits.view(torch.int16)[:n].view(x.shape) < self.threshold
-            return x.masked_fill(drop, 0.0).mul_(1.0 / (1.0 - self.p))
-
-        def extra_repr(self) -> str:
-            return f"p={self.p}"
-
-    return FastDropout
 
 
 def activation_bytes_per_token(model_config, method: str | Method) -> float:
@@ -537,122 +497,7 @@ def needs_gradient_checkpointing(config: RunConfig, method: str | Method, model,
     return need > 0.6 * free
 
 
-# --- padding-free attention -------------------------------------------------------------
-# A packed batch is one row of several examples laid end to end, position_ids restarting at 0 for each. SDPA given
-# that row needs a (tokens x tokens) block-diagonal mask: it computes the whole square and cannot use its causal
-# kernels. Cutting the row at the example boundaries and running causal SDPA per example does sum(L_i^2)/2 work
-# instead of (sum L_i)^2, the same result (tests/test_packing.py). Registered as an attention implementation of
-# its own, for decoder families whose attention is plain causal (no sliding window, no soft-capping).
-VARLEN_ATTENTION_NAME = "studio_varlen_sdpa"
-VARLEN_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-
-
-def supports_varlen_attention(model_config) -> bool:
-    if getattr(model_config, "model_type", "") not in VARLEN_MODEL_TYPES:
-        return False
-    if getattr(model_config, "_attn_implementation", None) not in (None, "sdpa", VARLEN_ATTENTION_NAME):
-        return False  # e.g. flash_attention_2 chosen by the user already handles packed rows natively
-    layer_types = getattr(model_config, "layer_types", None) or ["full_attention"]
-    if any(t != "full_attention" for t in layer_types):
-        return False
-    if getattr(model_config, "sliding_window", None) and getattr(model_config, "use_sliding_window", True):
-        return False
-    return True
-
-
-def use_varlen_attention(model) -> None:
-    """Switch a loaded model (and its sub-configs) to the per-example attention."""
-    _register_varlen_attention()
-    for module in model.modules():
-        cfg = getattr(module, "config", None)
-        if cfg is not None and hasattr(cfg, "_attn_implementation"):
-            cfg._attn_implementation = VARLEN_ATTENTION_NAME
-
-
-_registered = False
-
-
-def _register_varlen_attention() -> None:
-    global _registered
-    if _registered:
-        return
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
-    AttentionInterface.register(VARLEN_ATTENTION_NAME, _varlen_sdpa_attention)
-    AttentionMaskInterface.register(VARLEN_ATTENTION_NAME, _varlen_mask)
-    _registered = True
-
-
-def _varlen_mask(**kwargs):
-    """No mask for unpadded rows (packed or single: boundaries come from position_ids); the usual SDPA mask for a
-    padded batch, which then takes the plain SDPA path."""
-    from transformers.masking_utils import sdpa_mask
-
-    if kwargs.get("attention_mask") is None and kwargs.get("q_length") == kwargs.get("kv_length"):
-        return None
-    return sdpa_mask(**kwargs)
-
-
-_bounds_cache: list = [None, None]  # (position_ids tensor, its segment bounds): one host sync per forward
-
-
-def _segment_bounds(position_ids) -> list[int]:
-    """[0, start_2, ..., total]: where position_ids (shape (1, tokens)) restart, i.e. do not go up by one."""
-    if _bounds_cache[0] is position_ids:
-        return _bounds_cache[1]
-    import torch
-
-    pos = position_ids[0]
-    starts = torch.nonzero(pos[1:] != pos[:-1] + 1).flatten() + 1
-    bounds = [0, *starts.tolist(), pos.shape[0]]
-    _bounds_cache[0], _bounds_cache[1] = position_ids, bounds
-    return bounds
-
-
-def _varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                           is_causal=None, **kwargs):
-    """query (1, heads, tokens, dim), key/value (1, kv_heads, tokens, dim) -> (1, tokens, heads, dim)."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    position_ids = kwargs.get("position_ids")
-    if (attention_mask is not None or query.shape[0] != 1 or position_ids is None
-            or query.shape[2] != key.shape[2] or position_ids.shape[-1] != query.shape[2]):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
-    if kwargs.get("sliding_window"):
-        raise RuntimeError("studio's per-example attention does not do sliding windows; supports_varlen_attention "
-                           "should have kept this model on sdpa")
-    bounds = _segment_bounds(position_ids.reshape(1, -1) if position_ids.dim() != 2 else position_ids)
-    gqa = getattr(module, "num_key_value_groups", 1) > 1
-    outputs = [torch.nn.functional.scaled_dot_product_attention(
-        query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout, scale=scaling, is_causal=True,
-        enable_gqa=gqa) for a, b in zip(bounds[:-1], bounds[1:])]
-    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
-    return out.transpose(1, 2).contiguous(), None
-
-
-def make_collator(config: RunConfig, tokenizer):
-    """Padding-free batches when packing is on (attention boundaries from position_ids), else pad to longest."""
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
-
-    if config.packing:
-        return _DropLength(DataCollatorWithFlattening(return_position_ids=True, separator_id=-100))
-    return _DropLength(DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100))
-
-
-class _DropLength:
-    """The 'length' column is for the sampler only; the model must not see it."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def __call__(self, features):
-        return self.inner([{k: v for k, v in f.items() if k != "length"} for f in features])
-
-
-def training_arguments(config: RunConfig, method: Method, run_dir: Path, has_eval: bool, n_train: int):
+def training_arguments(config: RunConfig, method: Method, run_dir: Path, has_eval: bool):
     import importlib.util
 
     import torch
@@ -990,17 +835,3 @@ def _log_to_file(path: Path) -> logging.Handler:
     hf_logging.disable_progress_bar()
     return handler
 
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def math_ceil_steps(n_rows: int, config: RunConfig) -> int:
-    """Optimiser steps a run will take (for estimates)."""
-    if config.max_steps > 0:
-        return config.max_steps
-    per_epoch = math.ceil(n_rows / config.batch_size / config.gradient_accumulation)
-    return max(1, math.ceil(per_epoch * config.epochs))

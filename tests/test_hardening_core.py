@@ -120,7 +120,7 @@ def test_the_runs_lock_is_public_and_refuses_a_second_holder(tiny_data, runs_dir
 def test_a_finished_worker_is_not_left_a_zombie(tiny_data, runs_dir):
     run_dir = jobs.start_run(tiny_config(tiny_data, max_steps=1, eval_every=0, validation_fraction=0.0), runs_dir)
     pid = read_status(run_dir)["pid"]
-    # Only the files are watched here: nothing calls jobs.reap_children or waits on the process.
+    # Only the files are watched here: nothing waits on the process.
     wait_until(lambda: read_status(run_dir).get("status") in FINAL, timeout=120, what="run finished")
 
     def reaped() -> bool:

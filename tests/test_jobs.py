@@ -19,7 +19,6 @@ from .test_train import tiny_config
 def wait_until(predicate, timeout=120.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        jobs.reap_children()
         if predicate():
             return
         time.sleep(0.2)

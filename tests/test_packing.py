@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import DataCollatorWithFlattening
 
-from studio import models, train
+from studio import models, packing, train
 from studio.config import TINY_TEST_MODEL, RunConfig
 from studio.data import encode_example
 
@@ -90,14 +90,14 @@ def test_packed_loss_is_the_token_mean_of_the_examples_alone(tokenizer, features
         parts = [sum_and_count(model, f) for f in features]
         expected = sum(s for s, _ in parts) / sum(n for _, n in parts)
         if attention == "varlen":
-            assert train.supports_varlen_attention(model.config)
-            train.use_varlen_attention(model)
-        train._bounds_cache[:] = [None, None]
+            assert packing.supports_varlen_attention(model.config)
+            packing.use_varlen_attention(model)
+        packing._bounds_cache[:] = [None, None]
         packed = model(**packed_batch(features)).loss
     assert packed.item() == pytest.approx(expected.item(), rel=1e-5)
     if attention == "varlen":  # the per-example path ran, cutting at the examples' boundaries
         lengths = [len(f["input_ids"]) for f in features]
-        assert train._bounds_cache[1] == [sum(lengths[:i]) for i in range(len(lengths) + 1)]
+        assert packing._bounds_cache[1] == [sum(lengths[:i]) for i in range(len(lengths) + 1)]
     # ...and not by luck: without the restarting position_ids the examples would see each other.
     batch = packed_batch(features)
     batch.pop("position_ids")
@@ -125,7 +125,7 @@ def test_varlen_attention_matches_per_example_logits_and_gradients(tokenizer, fe
     (total / count).backward()
 
     packed = lora_model()
-    train.use_varlen_attention(packed.get_base_model())
+    packing.use_varlen_attention(packed.get_base_model())
     packed(**packed_batch(features)).loss.backward()
 
     grads_alone = {n: p.grad for n, p in alone.named_parameters() if p.requires_grad}
@@ -158,13 +158,13 @@ def test_trained_positions_only_loss_equals_the_full_loss(tokenizer, features, t
 def test_varlen_attention_is_kept_off_where_it_would_be_wrong():
     from transformers import MistralConfig, Qwen2Config
 
-    assert train.supports_varlen_attention(Qwen2Config(use_sliding_window=False, sliding_window=4096))
-    assert not train.supports_varlen_attention(Qwen2Config(use_sliding_window=True, sliding_window=4096,
+    assert packing.supports_varlen_attention(Qwen2Config(use_sliding_window=False, sliding_window=4096))
+    assert not packing.supports_varlen_attention(Qwen2Config(use_sliding_window=True, sliding_window=4096,
                                                            max_window_layers=0))
-    assert not train.supports_varlen_attention(MistralConfig(sliding_window=4096))
-    assert train.supports_varlen_attention(MistralConfig(sliding_window=None))
+    assert not packing.supports_varlen_attention(MistralConfig(sliding_window=4096))
+    assert packing.supports_varlen_attention(MistralConfig(sliding_window=None))
     gemma = dataclasses.make_dataclass("Cfg", [("model_type", str, "gemma2")])()
-    assert not train.supports_varlen_attention(gemma)
+    assert not packing.supports_varlen_attention(gemma)
 
 
 def test_padded_batches_still_use_the_mask(tokenizer, features):
@@ -175,7 +175,7 @@ def test_padded_batches_still_use_the_mask(tokenizer, features):
     with torch.no_grad():
         parts = [sum_and_count(model, f) for f in features]
         expected = sum(s for s, _ in parts) / sum(n for _, n in parts)
-        train.use_varlen_attention(model)
+        packing.use_varlen_attention(model)
         batch = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)(
             [dict(f) for f in features])
         padded = model(**batch).loss
@@ -273,7 +273,7 @@ def test_thread_tuner_quick_pick_returns_a_candidate():
 
 
 def test_fast_dropout_drops_p_independently_and_scales_like_nn_dropout():
-    dropout = train.fast_dropout_class()(0.05)
+    dropout = packing.fast_dropout_class()(0.05)
     x = torch.ones(1000, 577, requires_grad=True)  # an element count that is not a multiple of 4
     y = dropout(x)
     kept = y != 0
@@ -321,3 +321,30 @@ def test_longest_step_tokens():
     lengths = [10, 500, 30, 400, 20]
     assert train.longest_step_tokens(RunConfig(batch_size=2), lengths) == 900  # packed: the two longest
     assert train.longest_step_tokens(RunConfig(batch_size=2, packing=False), lengths) == 1000  # padded to 500
+
+
+def test_cache_key_follows_exactly_the_tokenised_data_fields(tokenizer, tmp_path, monkeypatch):
+    data_path = write_messages_jsonl(tmp_path / "train.jsonl", 5)
+    config = RunConfig(model=TINY_TEST_MODEL, data_path=str(data_path))
+    key = train.tokenized_cache_key(config, tokenizer)
+    changed = {"validation_fraction": 0.3, "seed": 7, "prompt_column": "q", "response_column": "a",
+               "system_column": "s", "text_column": "t", "max_seq_length": 64, "train_on_answers_only": False,
+               "trust_remote_code": True, "model": "other/model"}
+    assert set(changed) == set(train.TOKENIZED_DATA_FIELDS) - {"data_path", "validation_path"}
+    for name, value in changed.items():
+        assert train.tokenized_cache_key(dataclasses.replace(config, **{name: value}), tokenizer) != key, name
+    for name, value in {"learning_rate": 1e-3, "lora_rank": 4, "epochs": 3.0, "packing": False}.items():
+        assert train.tokenized_cache_key(dataclasses.replace(config, **{name: value}), tokenizer) == key, name
+
+    # The code that encodes rows is the whole studio.data package, not its __init__ alone: a change in any of its
+    # modules must not reuse stale tokens.
+    from studio import data
+
+    package = tmp_path / "data"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .template import *\n")
+    (package / "template.py").write_text("CUT = 1\n")
+    monkeypatch.setattr(data, "__file__", str(package / "__init__.py"))
+    before = train.tokenized_cache_key(config, tokenizer)
+    (package / "template.py").write_text("CUT = 2\n")
+    assert train.tokenized_cache_key(config, tokenizer) != before

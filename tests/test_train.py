@@ -153,3 +153,12 @@ def test_batch_larger_than_data_is_caught_before_start(tmp_path):
 
     with pytest.raises(ConfigError, match="lower the batch size to 3"):
         RunConfig(batch_size=8).check_data_size(3)
+
+
+def test_importing_the_worker_imports_no_heavy_library():
+    # `python -m studio train` refuses a busy runs folder or a bad data path in well under a second because
+    # studio.train (and studio.packing, studio.estimate) import torch and transformers only where they are used.
+    code = ("import sys, studio.train, studio.packing, studio.estimate, studio.methods; "
+            "print(sorted({'torch', 'transformers', 'peft', 'datasets'} & set(sys.modules)))")
+    out = subprocess.run([*studio_cmd()[:1], "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
