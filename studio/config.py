@@ -73,7 +73,8 @@ class RunConfig:
                                   label="Learning rate")
     lr_scheduler: str = _field("cosine", "How the learning rate changes over the run.", choices=SCHEDULERS,
                                label="Learning-rate schedule")
-    warmup_ratio: float = _field(0.03, "Share of the steps over which the learning rate ramps up from 0.",
+    warmup_ratio: float = _field(0.03, "Share of the steps over which the learning rate ramps up to its full value "
+                                 "(the first step already uses a small part of it).",
                                  0.0, 0.5, label="Warm-up share")
     batch_size: int = _field(4, "Examples per step on the device.", 1, 256)
     gradient_accumulation: int = _field(1, "Steps whose gradients are summed before one update "

@@ -564,6 +564,18 @@ def studio_trainer_class():
     from transformers import Trainer
 
     class StudioTrainer(Trainer):
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            # transformers' warm-up ramps from 0, so the first optimizer step would run at learning rate 0 and change
+            # nothing: the same schedule with the ramp moved up one step (warmup_above_zero).
+            if self.lr_scheduler is None:
+                scheduler = super().create_scheduler(num_training_steps, optimizer)
+                warmup = self.args.get_warmup_steps(num_training_steps)
+                if warmup > 0 and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                    factors = [functools.partial(warmup_above_zero, f, warmup) for f in scheduler.lr_lambdas]
+                    # The optimizer's "initial_lr" is already the configured rate: the new scheduler starts from it.
+                    self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(scheduler.optimizer, factors)
+            return self.lr_scheduler
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not (TRAINED_LOGITS_ONLY and "labels" in inputs and _accepts_logits_to_keep(model)):
                 self.loss_is_scaled_for_ga = None
@@ -599,6 +611,13 @@ def studio_trainer_class():
     _accepts_cache: dict = {}
     _trainer_class = StudioTrainer
     return StudioTrainer
+
+
+def warmup_above_zero(factor, warmup_steps: int, step: int) -> float:
+    """A schedule's learning-rate factor at optimizer step `step` (0 = the first), with its warm-up ramp starting
+    above zero: (step + 1) / (warmup_steps + 1), from a small share of the rate at the first step up to the full
+    rate at step warmup_steps, where the schedule (`factor`, transformers') takes over unchanged."""
+    return (step + 1) / (warmup_steps + 1) if step < warmup_steps else factor(step)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
