@@ -34,65 +34,96 @@ def _field(default: Any, help: str, minimum: float | None = None, maximum: float
 @dataclass
 class RunConfig:
     # --- model -------------------------------------------------------------------------
-    model: str = _field(BUNDLED_MODEL, "Base model: the bundled offline model, a hub id such as "
-                        "Qwen/Qwen2.5-0.5B-Instruct, or a local folder with safetensors weights.", group="model")
+    model: str = _field(BUNDLED_MODEL, "Base model, the ready-made model you start from: the bundled offline "
+                        "model, a hub id (a model's name on huggingface.co) such as Qwen/Qwen3-0.6B, or a local "
+                        "folder with safetensors weights (the model's files).", group="model")
     trust_remote_code: bool = _field(False, "⚠️ Runs Python code shipped with the model: tick it only for models "
                                      "you trust.",
                                      group="model", label="Trust remote code")
     # --- data --------------------------------------------------------------------------
     data_path: str = _field("", "Training file: CSV, TSV, JSON, JSONL, Parquet, TXT or XLSX.", group="data")
-    validation_path: str = _field("", "Optional separate validation file; empty = split off a fraction.",
+    validation_path: str = _field("", "Optional separate validation file (examples kept aside to check "
+                                  "the model on, never trained on); empty = split off a share of the training file.",
                                   group="data")
-    validation_fraction: float = _field(0.1, "Share of rows held out to measure validation loss (0 = none).",
+    validation_fraction: float = _field(0.1, "Share of rows held out to measure validation loss, the error on "
+                                        "examples the model never trained on (0 = none).",
                                         0.0, 0.5, group="data", label="Validation share")
-    prompt_column: str = _field("", "Column holding the prompt; empty = detected automatically.", group="data")
+    prompt_column: str = _field("", "Column holding the prompt (the question or instruction); empty = "
+                        "detected automatically.", group="data")
     response_column: str = _field("", "Column holding the answer; empty = detected automatically.", group="data")
     system_column: str = _field("", "Optional column holding a system prompt.", group="data")
-    text_column: str = _field("", "Column of plain text (for continued pre-training on raw text).", group="data")
-    train_on_answers_only: bool = _field(True, "Compute the loss on the answers only (prompt tokens are masked).",
+    text_column: str = _field("", "Column of plain text, for continued pre-training (the model reads "
+                        "raw text to learn its words and facts, with no questions and answers).", group="data")
+    train_on_answers_only: bool = _field(True, "Compute the loss (the error the model learns from) on the answers "
+                                         "only: the prompt's tokens (word pieces) are masked, so the model learns "
+                                         "to answer, not to repeat questions.",
                                          group="data", label="Train on answers only")
     # --- method ------------------------------------------------------------------------
-    method: str = _field("auto", "How to train: QLoRA 4-bit needs a CUDA GPU; on CPU LoRA fp32 is used.",
+    method: str = _field("auto", "How to train. LoRA trains a small add-on (an adapter) instead of the "
+                         "whole model; QLoRA does the same on a copy of the model squeezed to 4 bits per number "
+                         "(needs a CUDA GPU, least memory); 16-bit is half precision (GPU); fp32 is full precision "
+                         "(works on a CPU, slowest on a GPU). Automatic picks QLoRA on a GPU, LoRA fp32 on a CPU.",
                          choices=METHODS, group="method")
-    lora_rank: int = _field(8, "LoRA rank r: size of the low-rank update. Higher = more capacity, more memory.",
+    lora_rank: int = _field(8, "LoRA rank r: the size of the adapter (the low-rank update: how many "
+                            "numbers per layer it may change). Higher = it can learn more, uses more memory; 8 to 32 "
+                            "suits most tasks.",
                             1, 256, group="method", label="LoRA rank")
-    lora_alpha: int = _field(16, "LoRA alpha: scales the update (alpha / r). Usually 2 x rank.", 1, 512,
+    lora_alpha: int = _field(16, "LoRA alpha: how strongly the adapter's change is applied (scaled by "
+                             "alpha / rank). Usually 2 x rank.", 1, 512,
                              group="method", label="LoRA alpha")
-    lora_dropout: float = _field(0.05, "Dropout on the LoRA input, against over-fitting small datasets.",
+    lora_dropout: float = _field(0.05, "Dropout: a share of the adapter's inputs hidden at random in each "
+                                 "step, against over-fitting (learning the examples by heart instead of the task) on "
+                                 "small datasets.",
                                  0.0, 0.5, group="method", label="LoRA dropout")
-    target_modules: str = _field("all-linear", "Layers that get LoRA adapters: 'all-linear' or a comma list "
-                                 "such as q_proj,v_proj.", group="method", label="Target modules")
-    gradient_checkpointing: bool = _field(False, "Recompute activations to save memory (about a third slower). On "
+    target_modules: str = _field("all-linear", "Layers that get LoRA adapters: 'all-linear' (every weight "
+                                 "matrix, the usual choice) or a comma list of layer names such as q_proj,v_proj.",
+                                 group="method", label="Target modules")
+    gradient_checkpointing: bool = _field(False, "Recompute activations (the intermediate results kept for "
+                                          "learning) instead of storing them: less memory, about a third slower. On "
                                           "a GPU it is turned on by itself when the longest step would not fit "
                                           "in the free memory.", group="method")
     # --- training ----------------------------------------------------------------------
-    epochs: float = _field(1.0, "Passes over the training data.", 0.1, 100.0)
-    max_steps: int = _field(0, "Stop after this many optimiser steps (0 = use epochs).", 0, 1_000_000,
+    epochs: float = _field(1.0, "Epochs: passes over the training data (2 = every example is seen twice).", 0.1, 100.0)
+    max_steps: int = _field(0, "Stop after this many optimizer steps (updates of the model: one per "
+                            "batch x gradient accumulation examples); 0 = run for the epochs above.", 0, 1_000_000,
                             label="Max steps")
-    learning_rate: float = _field(2e-4, "Step size of the optimiser. 1e-4 to 3e-4 suits LoRA.", 1e-7, 1e-2,
+    learning_rate: float = _field(2e-4, "How big each update of the weights is (the optimizer's step size). "
+                                  "Too high and training jumps around, too low and it learns slowly; 1e-4 to 3e-4 "
+                                  "(0.0001 to 0.0003) suits LoRA.", 1e-7, 1e-2,
                                   label="Learning rate")
-    lr_scheduler: str = _field("cosine", "How the learning rate changes over the run.", choices=SCHEDULERS,
+    lr_scheduler: str = _field("cosine", "How the learning rate changes over the run: cosine and linear lower "
+                               "it towards 0 by the end (steadier last steps), constant keeps it after the warm-up.",
+                               choices=SCHEDULERS,
                                label="Learning-rate schedule")
-    warmup_ratio: float = _field(0.03, "Share of the steps over which the learning rate ramps up to its full value "
-                                 "(the first step already uses a small part of it).",
+    warmup_ratio: float = _field(0.03, "Warm-up: share of the steps over which the learning rate ramps up to "
+                                 "its full value, so the first updates are gentle (the first step already uses a "
+                                 "small part of it).",
                                  0.0, 0.5, label="Warm-up share")
-    batch_size: int = _field(4, "Examples per step on the device.", 1, 256)
-    gradient_accumulation: int = _field(1, "Steps whose gradients are summed before one update "
-                                        "(effective batch = batch size x this).", 1, 256, label="Gradient accumulation")
-    max_seq_length: int = _field(512, "Longest example in tokens; longer ones are cut.", 16, 32768,
+    batch_size: int = _field(4, "Examples the model works on at once (on the GPU or CPU). Higher = faster "
+                           "per example, more memory.", 1, 256)
+    gradient_accumulation: int = _field(1, "Batches whose gradients (the directions to change the weights in) "
+                                        "are added up before one update: a larger effective batch (batch size x this) "
+                                        "without more memory.", 1, 256, label="Gradient accumulation")
+    max_seq_length: int = _field(512, "Longest example in tokens (word pieces; about 3/4 of a word each); "
+                                 "longer ones are cut.", 16, 32768,
                                  label="Max sequence length (tokens)")
-    packing: bool = _field(True, "Padding-free batches: examples are laid end to end with their own attention "
-                           "boundaries, so no compute is spent on padding.", label="Packing (padding-free batches)")
-    weight_decay: float = _field(0.0, "L2 penalty on the LoRA weights.", 0.0, 1.0)
-    seed: int = _field(42, "Random seed for the split, the LoRA init and the data order.", 0, 2**31 - 1)
+    packing: bool = _field(True, "Padding-free batches: examples are laid end to end, each seeing only "
+                           "itself, so no compute is spent on padding (filler that evens out lengths).",
+                           label="Packing (padding-free batches)")
+    weight_decay: float = _field(0.0, "Weight decay: an L2 penalty, a small pull of the adapter's weights "
+                                  "towards 0 in every step, against over-fitting (0 = off).", 0.0, 1.0)
+    seed: int = _field(42, "Random seed: the same number gives the same validation split, the "
+                        "same starting adapter and the same data order, so a run can be repeated.", 0, 2**31 - 1)
     # --- monitoring --------------------------------------------------------------------
-    eval_every: int = _field(20, "Measure validation loss every N steps (0 = only at the end).", 0, 100_000,
+    eval_every: int = _field(20, "Measure validation loss every N optimizer steps (0 = only before "
+                             "and after training).", 0, 100_000,
                              group="monitoring", label="Validate every (steps)")
-    save_every: int = _field(50, "Save a checkpoint every N steps (0 = only at the end).", 0, 100_000,
+    save_every: int = _field(50, "Save a checkpoint (the state training can resume from) every N "
+                             "optimizer steps (0 = only at the end).", 0, 100_000,
                              group="monitoring", label="Checkpoint every (steps)")
     keep_checkpoints: int = _field(2, "How many recent checkpoints to keep on disk.", 1, 100, group="monitoring",
                                    label="Checkpoints to keep")
-    logging_every: int = _field(1, "Log the training loss every N steps.", 1, 10_000, group="monitoring",
+    logging_every: int = _field(1, "Log the training loss every N optimizer steps.", 1, 10_000, group="monitoring",
                                 label="Log every (steps)")
     run_name: str = _field("", "Optional name shown in the run history.", group="monitoring")
 

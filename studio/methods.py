@@ -54,19 +54,20 @@ class Method:
 
 
 QLORA = Method(
-    name="qlora", short="QLoRA 4-bit", label="QLoRA 4-bit (GPU only)",
+    name="qlora", short="QLoRA 4-bit",
+    label="QLoRA 4-bit (the model squeezed to 4 bits a number): least memory, needs a CUDA GPU",
     adapter="lora", weight_bits=4, compute="half", optimizer="paged_adamw_8bit", bytes_per_param=0.55,
     needs_cuda=True, needs_package="bitsandbytes")
 LORA16 = Method(
-    name="lora16", short="LoRA 16-bit", label="LoRA 16-bit (GPU)",
+    name="lora16", short="LoRA 16-bit", label="LoRA 16-bit (half precision): fast on a GPU, needs a CUDA GPU",
     adapter="lora", weight_bits=16, compute="half", optimizer="adamw_torch", bytes_per_param=2.0, needs_cuda=True)
 LORA32 = Method(
-    name="lora32", short="LoRA fp32", label="LoRA fp32 (CPU or GPU)",
+    name="lora32", short="LoRA fp32", label="LoRA fp32 (full precision): works everywhere, slowest on a GPU",
     adapter="lora", weight_bits=32, compute="fp32", optimizer="adamw_torch", bytes_per_param=4.0, needs_cuda=False)
 
 METHODS: dict[str, Method] = {m.name: m for m in (QLORA, LORA16, LORA32)}
 CHOICES: tuple[str, ...] = (AUTO, *METHODS)  # RunConfig.method's allowed values
-LABELS: dict[str, str] = {AUTO: "Automatic (QLoRA on a GPU, LoRA fp32 on CPU)",
+LABELS: dict[str, str] = {AUTO: "Automatic: QLoRA 4-bit on a GPU, LoRA fp32 on a CPU",
                           **{m.name: m.label for m in METHODS.values()}}
 
 

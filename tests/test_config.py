@@ -61,3 +61,19 @@ def test_every_field_is_documented_in_readme():
     for name, _, _, help_text in field_help():
         assert f"`{name}`" in readme, f"README does not document {name}"
         assert help_text
+
+
+def test_terms_have_plain_words_beside_them():
+    """A domain expert, not an ML engineer, reads these: each term keeps its name (it is what tutorials use) and
+    gets plain words next to it."""
+    from studio.config import METHOD_LABELS
+
+    helps = {name: text for name, _, _, text in field_help()}
+    assert "L2 penalty, a small pull of the adapter's weights towards 0" in helps["weight_decay"]
+    assert "optimizer steps (updates of the model" in helps["max_steps"]
+    assert "the size of the adapter" in helps["lora_rank"]
+    assert "how strongly the adapter's change is applied" in helps["lora_alpha"]
+    assert "trains a small add-on (an adapter) instead of the whole model" in helps["method"]
+    assert "word pieces" in helps["max_seq_length"] and "over-fitting (learning" in helps["lora_dropout"]
+    for name, label in METHOD_LABELS.items():
+        assert "GPU" in label and (name == "auto" or "precision" in label or "bits" in label), label
