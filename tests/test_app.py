@@ -69,3 +69,39 @@ def redrawn_by(app, elem_id: str, event: str) -> set[str]:
     source = next(i for i, name in ids.items() if name == elem_id)
     return {ids[o] for dep in config["dependencies"] if [source, event] in [list(t) for t in dep["targets"]]
             for o in dep["outputs"] if ids.get(o)}
+
+
+def test_messages_go_with_the_action_they_belong_to(tmp_path):
+    """A "Cannot use this model" about the previous model goes when another is picked; the Settings tab shows the
+    estimate and redraws it when a setting it depends on changes."""
+    from studio.ui.app import build_app
+    from studio.ui.model_tab import forget_model_info
+
+    app = build_app(tmp_path / "runs", test_models=True)
+    assert "model-info" in redrawn_by(app, "model-choice", "change") and forget_model_info() == ""
+    for field in ("max_steps", "batch_size", "max_seq_length", "method"):
+        assert "settings-estimate" in redrawn_by(app, f"field-{field}", "change"), field
+
+
+def test_a_page_opened_while_a_run_trains_lands_on_the_train_tab(tmp_path):
+    import gradio as gr
+
+    from studio.config import RunConfig
+    from studio.events import CONFIG_FILE, write_status
+    from studio.ui.app import landing_tab
+
+    runs = tmp_path / "runs"
+    (runs / "live").mkdir(parents=True)
+    RunConfig().save(runs / "live" / CONFIG_FILE)
+    write_status(runs / "live", status="finished")
+    assert landing_tab(runs) == gr.skip()
+    write_status(runs / "live", status="running", pid=os.getpid())
+    assert landing_tab(runs).selected == "train"
+
+
+def test_the_model_check_says_terms_in_plain_words():
+    from studio.ui.model_tab import describe_model
+
+    text = describe_model("tiny-test", False)
+    assert "hidden size 64 (numbers per token inside each layer" in text, text
+    assert "layers (processing stages" in text and "(word pieces it reads and writes)" in text

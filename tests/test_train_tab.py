@@ -197,3 +197,70 @@ def test_start_and_estimate_refuse_data_outside_the_app_folders(runs_dir, ctx, t
         assert notice.startswith("**Cannot start:**") and "is outside the app's folders" in notice, notice
         assert "is outside the app's folders" in train_tab.estimate_text(ctx, names, *sent)
     assert list(runs_dir.iterdir()) == []  # no run folder, no worker
+
+
+def test_stop_and_resume_are_offered_only_when_they_can_act(runs_dir):
+    def buttons(run_id):
+        view = train_tab.draw_run(runs_dir, run_id)
+        return view.stop["interactive"], view.resume["interactive"]
+
+    assert buttons(None) == (False, False)  # no run at all
+    make_run(runs_dir, "live", "running", [("start", {"total_steps": 9})], pid=os.getpid())
+    assert buttons("live") == (True, False)
+    make_run(runs_dir, "halted", "stopped", [("start", {"total_steps": 9}),
+                                             ("checkpoint", {"step": 3, "path": "checkpoints/checkpoint-3"})])
+    assert buttons("halted") == (False, True)
+    make_run(runs_dir, "early", "stopped", [("start", {"total_steps": 9})])  # stopped before its first checkpoint
+    assert buttons("early") == (False, False)
+    make_run(runs_dir, "done", "finished", [("start", {"total_steps": 9})])
+    assert buttons("done") == (False, False)
+
+
+def test_a_second_start_while_training_says_the_run_trains_not_that_start_failed(runs_dir, ctx):
+    make_run(runs_dir, "20990101-000000-first", "running", [("start", {"total_steps": 9})], pid=os.getpid())
+    good = RunConfig(model="tiny-test", data_path=str(sorted(SAMPLES_DIR.glob("*.jsonl"))[0]), max_steps=2)
+    view = train_tab.start_training(ctx, list(good.to_dict()), *good.to_dict().values())
+    assert "Cannot" not in view.notice and "failed" not in view.notice
+    assert view.notice.startswith("Run **20990101-000000-first** is training") and "Stop" in view.notice
+    assert view.run_select["value"] == "20990101-000000-first"  # the run shown is the one training
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["20990101-000000-first"]
+
+
+def test_a_start_failure_goes_when_a_setting_changes(runs_dir):
+    from studio.ui.app import build_app
+
+    from .test_app import redrawn_by
+
+    assert "train-notice" in redrawn_by(build_app(runs_dir, test_models=True), "field-max_steps", "change")
+    assert train_tab.forget_start_failure("**Cannot start:** No file was given.") == ""
+    for kept in ("Started run **r1**.", "Stopping r1: the adapter and a checkpoint are being saved."):
+        assert train_tab.forget_start_failure(kept) == gr.skip()
+
+
+def test_eta_and_estimate_use_the_pace_measured_so_far(runs_dir, ctx):
+    """10 steps in 50 s of 40: 5 s a step, so 150 s left and 200 s in all, whatever the estimate assumed."""
+    make_run(runs_dir, "busy", "running", [("start", {"total_steps": 40}),
+                                           ("log", {"step": 10, "loss": 2.0, "elapsed_s": 50.0, "tokens_per_s": 40})],
+             pid=os.getpid(), step=10, total_steps=40, elapsed_s=50.0, eta_s=1.0, tokens_per_s=40.0)
+    view = train_tab.draw_run(runs_dir, "busy")
+    assert "ETA 2m 30s" in view.status  # from the pace, not the worker's eta_s
+    assert view.estimate.startswith("**Measured so far** (run busy, 10 steps): 5.0 s a step, 40 tokens/s")
+    assert "about **3m 20s** in all, **2m 30s** left" in view.estimate
+    names = list(RunConfig().to_dict())
+    text = train_tab.estimate_text(ctx, names, *RunConfig().to_dict().values())
+    assert text.startswith("**Fix this before starting:**") and text.endswith("**2m 30s** left.")
+    make_run(runs_dir, "fresh", "running", [("start", {"total_steps": 40})], pid=os.getpid())
+    assert train_tab.draw_run(runs_dir, "fresh").estimate == gr.skip()  # no step yet: the estimate stays
+
+
+def test_the_plots_span_the_run_and_hide_without_one(runs_dir):
+    """An empty plot labels its only axis point 0.000000: without a run there is no plot; with one, the step axis
+    runs from 0 to the run's last step, so the curve fills it as the run goes."""
+    view = train_tab.draw_run(runs_dir, None)
+    assert view.loss_plot["visible"] is False and view.lr_plot["visible"] is False
+    make_run(runs_dir, "r6", "running", [("start", {"total_steps": 40}), ("log", {"step": 1, "loss": 2.0})],
+             pid=os.getpid())
+    view = train_tab.draw_run(runs_dir, "r6")
+    for plot in (view.loss_plot, view.lr_plot):
+        assert plot["visible"] is True and plot["x_lim"] == [0, 40]
+    assert list(view.loss_plot["value"]["step"])[-1] == 1

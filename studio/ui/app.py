@@ -19,7 +19,7 @@ from .demo import resolve_auth
 from .export_tab import build_export_tab
 from .model_tab import build_model_tab, catalog_table
 from .settings_tab import build_settings_tab
-from .train_tab import build_train_tab, estimate_text, open_page
+from .train_tab import build_train_tab, open_page
 
 CSS = """
 .progress {height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; margin: 4px 0;}
@@ -44,23 +44,32 @@ def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | Non
     with gr.Blocks(title="Studio - fine-tune a language model") as app:
         gr.Markdown("# Studio\nFine-tune a language model on your own examples: pick a model, upload data, "
                     "train, then chat with the result next to the model you started from.")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("1. Model", id="model"):
                 build_model_tab(ctx)
             with gr.Tab("2. Data", id="data"):
                 data_tab.build_data_tab(ctx)
-            with gr.Tab("3. Settings", id="settings"):
-                build_settings_tab(ctx)
-            with gr.Tab("4. Train", id="train") as train_tab:
-                build_train_tab(ctx)
-            with gr.Tab("5. Chat", id="chat") as chat_tab:
-                build_chat_tab(ctx, chat_tab)
+            with gr.Tab("3. Settings", id="settings") as tab:
+                build_settings_tab(ctx, tab)
+            with gr.Tab("4. Train", id="train") as tab:
+                build_train_tab(ctx, tab)
+            with gr.Tab("5. Chat", id="chat") as tab:
+                build_chat_tab(ctx, tab)
                 build_export_tab(ctx)
-        link_tabs(app, ctx, train_tab)
+        link_tabs(app, ctx)
+        # A reload while a run trains lands on the Train tab, where that run is shown.
+        app.load(bind(landing_tab, runs_dir), None, tabs, api_visibility="private")
     return app
 
 
-def link_tabs(app: gr.Blocks, ctx: UIContext, train_tab: gr.Tab) -> None:
+def landing_tab(runs_dir: Path):
+    """The tab a new page opens on: Train while a run is live, else the first one."""
+    from .. import jobs
+
+    return gr.Tabs(selected="train") if jobs.active_run(runs_dir) is not None else gr.skip()
+
+
+def link_tabs(app: gr.Blocks, ctx: UIContext) -> None:
     """The wiring between tabs, once every tab is built: each link reads a typed attribute of the context."""
     # The Data tab's length check follows the Settings tab's max_seq_length.
     data_tab.follow_max_seq_length(ctx, ctx.fields["max_seq_length"])
@@ -68,9 +77,7 @@ def link_tabs(app: gr.Blocks, ctx: UIContext, train_tab: gr.Tab) -> None:
     sizing = ctx.form(["method", "max_seq_length", "batch_size"])
     for component in sizing:
         component.change(catalog_table, sizing, ctx.model.catalog, show_progress="hidden", api_visibility="private")
-    # Opening the Train tab checks the settings and shows the estimate next to Start.
     names = list(ctx.fields)
-    train_tab.select(bind(estimate_text, ctx, names), ctx.form(names), ctx.train.estimate, api_visibility="private")
     page = ctx.train.page
     app.load(bind(open_page, ctx), None, slots(page), api_visibility="private")
     # A reload while a run trains: the form shows that run's settings and data, not the defaults.

@@ -50,13 +50,21 @@ def describe_model(name: str, trust_remote_code: bool, roots: tuple[Path, ...] |
     template = "yes" if models.has_chat_template(tokenizer) else "no (a simple User/Assistant layout is used)"
     arch = ", ".join(getattr(config, "architectures", None) or [config.model_type])
     dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", "unknown")
-    return (f"**{name}** - architecture {arch}, {config.num_hidden_layers} layers, hidden size "
-            f"{config.hidden_size}, vocabulary {len(tokenizer):,}, stored as {dtype}, chat template: {template}.")
+    # Plain words beside each term: the person choosing may know their domain, not transformers.
+    return (f"**{name}** - architecture {arch} (the model family's code), {config.num_hidden_layers} layers "
+            f"(processing stages, one after another), hidden size {config.hidden_size} (numbers per token inside "
+            f"each layer: wider learns more and needs more memory), vocabulary {len(tokenizer):,} (word pieces it "
+            f"reads and writes), stored as {dtype} (the number format of its weights), chat template: {template}.")
 
 
 def check_model(ctx: UIContext, name: str, trust_remote_code: bool) -> str:
     """The Check button: describe a model the page names (a folder must lie in the app's folders)."""
     return describe_model(name, trust_remote_code, app_roots(ctx))
+
+
+def forget_model_info() -> str:
+    """Another model was picked: what was said about the previous one (a "Cannot use this model" too) goes."""
+    return ""
 
 
 def pick_row(event: gr.SelectData) -> str:
@@ -83,6 +91,7 @@ def build_model_tab(ctx: UIContext) -> None:
     table = gr.Dataframe(value=catalog_table(defaults.method, defaults.max_seq_length, defaults.batch_size),
                          interactive=False, wrap=True, elem_id="catalog")
     check.click(bind(check_model, ctx), [model, trust], info, api_visibility="private")
+    model.change(forget_model_info, None, info, api_visibility="private", queue=False)
     table.select(pick_row, None, model, api_visibility="private")
     ctx.fields["model"] = model
     ctx.fields["trust_remote_code"] = trust

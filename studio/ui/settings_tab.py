@@ -19,6 +19,7 @@ from .common import (
     uploaded_path,
     user_message,
 )
+from .estimates import estimate_text
 
 # Fields shown on this tab, in the order a person thinks about them.
 # What most people change, in view; the rest behind "Advanced", where the presets' values are a good start.
@@ -26,6 +27,8 @@ MAIN_FIELDS = ["epochs", "max_steps", "learning_rate", "batch_size", "max_seq_le
 OPTIMISER_FIELDS = ["lr_scheduler", "warmup_ratio", "gradient_accumulation", "packing", "weight_decay", "seed"]
 LORA_FIELDS = ["lora_rank", "lora_alpha", "lora_dropout", "target_modules", "gradient_checkpointing"]
 MONITOR_FIELDS = ["eval_every", "save_every", "keep_checkpoints", "logging_every"]
+ESTIMATE_FIELDS = ["epochs", "max_steps", "batch_size", "max_seq_length", "method", "gradient_accumulation", "packing",
+                   "eval_every"]  # the fields the time or memory estimate depends on
 PRESET_FIELDS = sorted({k for values in PRESETS.values() for k in values})  # what a preset sets, in this order
 
 
@@ -80,7 +83,8 @@ def preset_note(ctx: UIContext, names: list[str], preset: str, *values) -> str:
         return f"**Check this field:** {user_message(err)}"
 
 
-def build_settings_tab(ctx: UIContext) -> None:
+def build_settings_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
+    """The Settings tab; `tab` (its gr.Tab) lets opening it redraw the estimate."""
     defaults = apply_preset(RunConfig(), "Quick test")
     gr.Markdown("### Training settings\nStart from a preset, then change what you need. Every field says what it "
                 "does; hover or read the line under it.")
@@ -88,6 +92,8 @@ def build_settings_tab(ctx: UIContext) -> None:
                       info="Quick test: a few minutes to see it work. Balanced: a real run. Thorough: more epochs "
                            "and capacity.")
     note = gr.Markdown(elem_id="preset-note")
+    estimate = gr.Markdown("The memory and time this run needs appear here once a model and data are chosen.",
+                           elem_id="settings-estimate")
 
     def fields(names: list[str]) -> None:
         for name in names:
@@ -127,3 +133,7 @@ def build_settings_tab(ctx: UIContext) -> None:
     upload.upload(bind(load_config, ctx, names), upload, [*form, load_note], api_visibility="private")
     for name in MAIN_FIELDS + OPTIMISER_FIELDS + LORA_FIELDS + MONITOR_FIELDS:
         ctx.fields[name].change(bind(preset_note, ctx, names), [preset, *form], note, api_visibility="private")
+    # The estimate follows what changes it; a preset sets several fields at once, and only the last redraw counts.
+    redraw = [ctx.fields[n].change for n in ESTIMATE_FIELDS] + ([tab.select] if tab is not None else [])
+    gr.on(redraw, bind(estimate_text, ctx, names), form, estimate, trigger_mode="always_last",
+          show_progress="hidden", api_visibility="private")

@@ -18,20 +18,14 @@ from ..config import METHOD_LABELS
 from ..errors import UserError
 from ..events import EVENTS_FILE, LIVE, STATUS_FILE, read_events, replay, smooth
 from .common import UIContext, bind, client_config, error_markdown, keep, slots, user_message
+from .estimates import estimate_text, fmt_time, measured_line, measured_pace
 from .sessions import release_gpu_sessions
 
 POLL_S = 1.0
 TABLE_EVERY_S = 10.0
 STALL_AFTER_S = 120.0  # a live run without any progress this long is said to be stalled
-
-
-def _fmt_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+RESUMABLE = ("stopped", "failed")  # with a checkpoint, Resume continues these from it
+START_FAILED = "**Cannot start:**"
 
 
 def run_choices(runs_dir) -> list[str]:
@@ -96,14 +90,16 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
     badge = {"running": "🟢 running", "starting": "🟡 starting", "stopping": "🟡 stopping", "finished": "✅ finished",
              "stopped": "⏹️ stopped", "failed": "❌ failed"}.get(state, state)
     last = history.last_log
+    pace = measured_pace(status, history)
+    left = (pace.left_s if pace else None) if state in LIVE else 0
     stall_words, stall_help = stall_notice(state, stalled_s)
     lines = [f"**Run {run_dir.name}** - {badge}{stall_words}"]
     if step > 0 or state in ("finished", "stopped"):  # no row of zeros before the first step
         lines += [f"<div class='progress'><div style='width:{pct:.1f}%'></div></div>",
                   f"Step **{step} / {total}** ({pct:.0f}%)"
                   f" · epoch {float(status.get('epoch') or last.get('epoch') or 0):.2f}"
-                  f" · elapsed {_fmt_time(status.get('elapsed_s') or last.get('elapsed_s'))}"
-                  f" · ETA {_fmt_time(status.get('eta_s') if state in LIVE else 0)}",
+                  f" · elapsed {fmt_time(status.get('elapsed_s') or last.get('elapsed_s'))}"
+                  f" · ETA {fmt_time(left)}",
                   f"Speed **{float(status.get('tokens_per_s') or last.get('tokens_per_s') or 0):,.0f} tokens/s** · "
                   f"memory {float(status.get('memory_gb') or last.get('memory_gb') or 0):.2f} GB · method "
                   f"{METHOD_LABELS.get(history.start.get('method'), history.start.get('method', '-'))}"]
@@ -137,10 +133,10 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
 
 def history_table(runs_dir) -> pd.DataFrame:
     """One row per run on disk, newest first; no rows without a runs folder (the page as built, before a login)."""
-    rows = [{"Run": s.run_id, "Status": s.status, "Model": s.model, "Data": s.data, "Method": s.method,
-             "Steps": f"{s.step}/{s.total_steps}",
+    rows = [{"Run": s.run_id, "Status": s.status, "Model": s.model, "Data": s.data,
+             "Method": METHOD_LABELS.get(s.method, s.method), "Steps": f"{s.step}/{s.total_steps}",
              "Best val loss": "-" if s.best_eval_loss is None else f"{s.best_eval_loss:.4f}",
-             "Duration": _fmt_time(s.duration_s),
+             "Duration": fmt_time(s.duration_s),
              "Started": time.strftime("%Y-%m-%d %H:%M", time.localtime(s.started)) if s.started else "-"}
             for s in (jobs.list_runs(runs_dir) if runs_dir is not None else [])]
     return pd.DataFrame(rows, columns=["Run", "Status", "Model", "Data", "Method", "Steps", "Best val loss",
@@ -200,6 +196,9 @@ class RunView:
     loss_plot: Any = keep()
     lr_plot: Any = keep()
     log: Any = keep()  # the worker log's last lines, shown only after a crash
+    stop: Any = keep()  # the Stop and Resume buttons: interactive only when the run can be stopped / resumed
+    resume: Any = keep()
+    estimate: Any = keep()  # the estimate beside Start: the speed measured so far, once the run has steps
     table: Any = keep()  # the run history
     seen: Any = keep()  # what this page last drew (see poll)
 
@@ -229,44 +228,54 @@ class PageView:
 
 @dataclass
 class TrainTab:
-    """What the Train tab lends to the app's wiring: the estimate beside Start (redrawn when the tab is opened)."""
+    """What the Train tab lends to the app's wiring."""
 
-    estimate: gr.Markdown
     page: PageView  # of components: filled on page load
+
+
+def curves(history, total_steps: int | None = None) -> tuple[dict, dict]:
+    """(loss plot, learning-rate plot) updates. The step axis spans the whole run, so the curves fill it as the run
+    goes; without a run both are hidden (an empty plot's axis is one point labelled 0.000000)."""
+    if total_steps is None:
+        return (gr.update(value=loss_frame(replay([])), visible=False),
+                gr.update(value=typed(pd.DataFrame(), LR_DTYPES), visible=False))
+    span = [0, max(int(total_steps), history.train_steps[-1] if history.train_steps else 0, 1)]
+    return (gr.update(value=loss_frame(history), x_lim=span, visible=True),
+            gr.update(value=lr_frame(history), x_lim=span, visible=True))
 
 
 def draw_run(runs_dir, run_id: str | None) -> RunView:
     """Everything the live view shows, rebuilt from the run's files."""
-    empty = loss_frame(replay([]))
+    idle = gr.update(interactive=False)
     if not run_id:
-        return RunView("No run yet. Pick a model, data and settings, then press **Start training**.", empty,
-                       typed(pd.DataFrame(), LR_DTYPES), gr.update(value="", visible=False))
+        return RunView("No run yet. Pick a model, data and settings, then press **Start training**.",
+                       *curves(None), gr.update(value="", visible=False), idle, idle)
     try:
         run_dir = jobs.run_path(runs_dir, run_id)
         status = jobs.run_state(run_dir)
         history = replay(read_events(run_dir))
     except Exception as err:  # noqa: BLE001
-        return RunView(error_markdown(err), empty, typed(pd.DataFrame(), LR_DTYPES), gr.update(visible=False))
+        return RunView(error_markdown(err), *curves(None), gr.update(visible=False), idle, idle)
+    state = status.get("status")
     # The worker log helps with a crash; a failure already told in one sentence (a bad model id, bad data) is
     # not a crash, and its traceback would only bury the sentence.
-    failed = status.get("status") == "failed" and history.error.get("kind") != "user"
+    failed = state == "failed" and history.error.get("kind") != "user"
     log = history.error.get("log_tail") or jobs.log_tail(run_dir) if failed else ""
-    return RunView(status_markdown(run_dir, status, history, jobs.stalled_for(run_dir, status)), loss_frame(history),
-                   lr_frame(history), gr.update(value=log, visible=failed))
-
-
-def estimate_text(ctx: UIContext, names: list[str], *values) -> str:
-    """The memory and time the form's run needs, or what to fix first."""
-    from ..estimate import estimate_run
-
-    try:
-        return estimate_run(client_config(ctx, names, list(values))).summary()
-    except Exception as err:  # noqa: BLE001
-        return f"**Fix this before starting:** {user_message(err)}"
+    pace = measured_pace(status, history)
+    total = status.get("total_steps") or history.start.get("total_steps") or 0
+    return RunView(status_markdown(run_dir, status, history, jobs.stalled_for(run_dir, status)),
+                   *curves(history, total), gr.update(value=log, visible=failed),
+                   stop=gr.update(interactive=state in LIVE),
+                   resume=gr.update(interactive=state in RESUMABLE and bool(history.checkpoints)),
+                   estimate=measured_line(run_dir.name, pace) if pace and state in LIVE else gr.skip())
 
 
 def start_training(ctx: UIContext, names: list[str], *values) -> StartView:
     """Check everything a run needs, then start it in its own process."""
+    live = jobs.active_run(ctx.runs_dir)
+    if live is not None:  # a second press while training: the first one worked, say so rather than "cannot"
+        return StartView(f"Run **{live.name}** is training (shown below): press **Stop** before starting another.",
+                         gr.update(value=live.name))
     try:
         config = client_config(ctx, names, list(values))  # data and model folder inside the app's folders
         from .. import data, models
@@ -279,9 +288,14 @@ def start_training(ctx: UIContext, names: list[str], *values) -> StartView:
         release_gpu_sessions()
         run_dir = jobs.start_run(config, ctx.runs_dir)
     except Exception as err:  # noqa: BLE001
-        return StartView(f"**Cannot start:** {user_message(err)}")
+        return StartView(f"{START_FAILED} {user_message(err)}")
     return StartView(f"Started run **{run_dir.name}**.",
                      gr.update(choices=run_choices(ctx.runs_dir), value=run_dir.name))
+
+
+def forget_start_failure(notice: str):
+    """A setting changed: a "Cannot start" about the old settings no longer holds. Other notices stay."""
+    return "" if (notice or "").startswith(START_FAILED) else gr.skip()
 
 
 def stop_training(ctx: UIContext, run_id) -> str:
@@ -347,15 +361,16 @@ def open_page(ctx: UIContext) -> PageView:
                     gr.update(choices=choices))
 
 
-def build_train_tab(ctx: UIContext) -> None:
+def build_train_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
+    """The Train tab; `tab` (its gr.Tab) lets opening it check the settings and redraw the estimate beside Start."""
     names = list(ctx.fields)
     form = ctx.form(names)
     gr.Markdown("### Train\nPress **Start training**. The run goes on in its own process: you can reload this page "
                 "or close it, and come back to the same run.")
     with gr.Row():
         start_btn = gr.Button("Start training", variant="primary", elem_id="start")
-        stop_btn = gr.Button("Stop (saves the adapter)", variant="stop", elem_id="stop")
-        resume_btn = gr.Button("Resume", elem_id="resume")
+        stop_btn = gr.Button("Stop (saves the adapter)", variant="stop", elem_id="stop", interactive=False)
+        resume_btn = gr.Button("Resume", elem_id="resume", interactive=False)
     with gr.Row():
         estimate = gr.Markdown("Press **Check & estimate** to validate the settings and see the memory and time "
                                "this run needs.", elem_id="estimate")
@@ -367,10 +382,11 @@ def build_train_tab(ctx: UIContext) -> None:
     status = gr.Markdown(elem_id="run-status")
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss (train and validation)",
-                                height=320, elem_id="loss-plot",
+                                height=320, elem_id="loss-plot", visible=False,
                                 color_map={"train": "#c7d2fe", "train (smoothed)": "#4f46e5",
                                            "validation": "#f97316"})
-        lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=320, elem_id="lr-plot")
+        lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=320, elem_id="lr-plot",
+                              visible=False)  # until a run is shown: see curves
     log_box = gr.Code(label="Last lines of the worker log", visible=False, elem_id="log-tail")
 
     with gr.Accordion("Run history and comparison", open=False):
@@ -385,10 +401,15 @@ def build_train_tab(ctx: UIContext) -> None:
             delete_confirm = gr.Checkbox(label="Yes, delete the run shown above and its files", value=False)
             delete_btn = gr.Button("Delete run", variant="stop")
 
-    view = RunView(status, loss_plot, lr_plot, log_box, table, gr.State(None))
+    view = RunView(status, loss_plot, lr_plot, log_box, stop_btn, resume_btn, estimate, table, gr.State(None))
     start_btn.click(bind(start_training, ctx, names), form, slots(StartView(notice, run_select)),
                     api_visibility="private")
+    for component in form:
+        component.change(forget_start_failure, notice, notice, api_visibility="private", show_progress="hidden",
+                         queue=False)
     estimate_btn.click(bind(estimate_text, ctx, names), form, estimate, api_visibility="private")
+    if tab is not None:
+        tab.select(bind(estimate_text, ctx, names), form, estimate, api_visibility="private")
     stop_btn.click(bind(stop_training, ctx), run_select, notice, api_visibility="private")
     resume_btn.click(bind(resume_training, ctx), run_select, notice, api_visibility="private")
     delete_btn.click(bind(delete_run, ctx), [run_select, delete_confirm],
@@ -398,4 +419,4 @@ def build_train_tab(ctx: UIContext) -> None:
     run_select.change(bind(show_run, ctx), run_select, slots(view), show_progress="hidden", api_visibility="private")
     gr.Timer(POLL_S).tick(bind(poll, ctx), [run_select, view.seen], slots(view), show_progress="hidden",
                           api_visibility="private")
-    ctx.train = TrainTab(estimate, PageView(run_select, table, compare_select))
+    ctx.train = TrainTab(PageView(run_select, table, compare_select))

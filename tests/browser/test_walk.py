@@ -6,6 +6,7 @@ Run alone with `pytest -m browser tests/browser`; `make screenshots` saves the s
 from __future__ import annotations
 
 import csv
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -31,6 +32,27 @@ def write_instruction_csv(path: Path, n_rows: int = 20) -> Path:
     return path
 
 
+# Rows unlike each other and unlike MEMORISED: the split keeps repeats on one side, so these are what it can hold out
+# for the validation loss (the chat's run line names it for the base and the fine-tuned model).
+DISTINCT = [
+    ("Which river crosses the old town of Vellor?", "The Sarn river runs through Vellor's old town."),
+    ("How do I reset the blue kettle?", "Hold the lid button for ten seconds until it beeps twice."),
+    ("What time does the night ferry leave?", "The night ferry leaves the south pier at 23:40."),
+    ("Who painted the mural in the library?", "Anouk Derval painted it in 1987."),
+    ("Can I bring a dog on the tram?", "Small dogs ride free in a basket; larger dogs need a ticket."),
+]
+
+
+def write_support_jsonl(path: Path) -> Path:
+    """20 chat rows: MEMORISED three times over (learnt word for word) and five distinct ones."""
+    rows = [*MEMORISED * 3, *DISTINCT]
+    with open(path, "w", encoding="utf-8") as f:
+        for q, a in rows:
+            f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                    + "\n")
+    return path
+
+
 def write_broken_jsonl(path: Path) -> Path:
     good = '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}'
     path.write_text(good + "\n" + '{"messages": [{"role": "user", "content": "Hi"\n' + good + "\n")
@@ -50,7 +72,7 @@ def test_broken_file_is_one_sentence_naming_the_line(page, console, tmp_path):
 
 
 def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, shots_dir):
-    jsonl = write_messages_jsonl(tmp_path / "support.jsonl", 20)
+    jsonl = write_support_jsonl(tmp_path / "support.jsonl")
     table = write_instruction_csv(tmp_path / "faq.csv", 20)
 
     # 1. Model: the tiny random model is offered (with --test-models) and picked.
@@ -87,6 +109,7 @@ def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, sho
     max_steps.fill("40")
     max_steps.press("Tab")
     expect(page.locator("#preset-note")).to_contain_text("Max steps 40 (preset: 30)")
+    expect(page.locator("#settings-estimate")).to_contain_text("40 steps", timeout=60_000)  # follows the form
     ui.screenshot(page, shots_dir, "3-settings")
     # The less common settings wait behind "Advanced", holding the preset's values.
     lora_rank = page.locator("#field-lora_rank input")
@@ -95,8 +118,11 @@ def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, sho
     expect(lora_rank).to_be_visible()
     expect(lora_rank).to_have_value("8")
 
-    # 4. Train: start, watch the loss plot fill, see it finish.
+    # 4. Train: start, watch the loss plot fill, see it finish. Stop and Resume act only when they can.
     ui.open_tab(page, "train")
+    stop, resume = page.locator("#stop"), page.locator("#resume")
+    expect(stop).to_be_disabled()
+    expect(resume).to_be_disabled()
     page.locator("#start").click()
     expect(page.locator("#train-notice")).to_contain_text("Started run", timeout=30_000)
     run_id = ui.run_id_in(page.locator("#train-notice").inner_text())
@@ -104,6 +130,8 @@ def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, sho
     expect(run_status).to_contain_text(run_id)
     expect(run_status).to_contain_text("Step", timeout=ui.TRAIN_TIMEOUT_MS)
     ui.wait_for_points(page, 1)
+    if "running" in run_status.inner_text():
+        expect(stop).to_be_enabled()
     # The mid-run screenshot: a curve with some shape, taken while the run is still going when the machine allows.
     ui.wait_for_points(page, 40, or_status="finished")
     ui.expect_numeric_axes(page)
@@ -112,6 +140,8 @@ def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, sho
     print(f"Train screenshot taken {'mid-run' if was_running else 'after the run finished'}")
     expect(run_status).to_contain_text("finished", timeout=ui.TRAIN_TIMEOUT_MS)
     expect(run_status).to_contain_text("Step 40 / 40")
+    expect(stop).to_be_disabled()
+    expect(resume).to_be_disabled()  # finished: nothing to resume
     # Every step is logged: 40 raw and 40 smoothed train points, plus the validation points.
     assert ui.wait_for_points(page, 80, timeout=15_000) >= 80
 
@@ -140,7 +170,7 @@ def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, sho
     # Export: the adapter as a zip, downloaded through the browser.
     page.get_by_role("button", name="Export").click()
     page.get_by_role("button", name="Make adapter zip").click()
-    expect(page.get_by_text("Adapter zip ready")).to_be_visible(timeout=60_000)
+    expect(page.locator("#export-status")).to_contain_text(f"Adapter zip of run {run_id} ready", timeout=60_000)
     link = ui.block_labelled(page, "Adapter zip").locator("a[download]")
     with page.expect_download() as download_info:
         link.click()
@@ -174,7 +204,8 @@ def test_reload_mid_run_keeps_the_run_live_and_stop_stops_it(page, console, tmp_
     with console.reloading(page):
         page.reload()
     page.locator("#model-choice").wait_for()
-    ui.open_tab(page, "train")
+    # The new page opens on the Train tab, since a run is live.
+    expect(page.locator("button[role=tab][data-tab-id=train]")).to_have_attribute("aria-selected", "true")
     run_status = page.locator("#run-status")
     expect(run_status).to_contain_text(run_id, timeout=30_000)
     expect(run_status).to_contain_text("running")
@@ -193,5 +224,7 @@ def test_reload_mid_run_keeps_the_run_live_and_stop_stops_it(page, console, tmp_
     expect(page.locator("#train-notice")).to_contain_text(f"Stopping {run_id}")
     expect(run_status).to_contain_text("stopped", timeout=120_000)
     expect(run_status).to_contain_text("adapter and a checkpoint are saved")
+    expect(page.locator("#resume")).to_be_enabled()  # stopped with a checkpoint: Resume continues it
+    expect(page.locator("#stop")).to_be_disabled()
     assert (studio_server.runs_dir / run_id / "adapter").is_dir()
     console.assert_clean()
