@@ -105,3 +105,20 @@ def test_the_model_check_says_terms_in_plain_words():
     text = describe_model("tiny-test", False)
     assert "hidden size 64 (numbers per token inside each layer" in text, text
     assert "layers (processing stages" in text and "(word pieces it reads and writes)" in text
+
+
+def test_the_fit_badges_start_from_the_settings_the_form_shows(tmp_path):
+    """The Model tab's memory column assumes the sequence length and batch size the Settings tab starts with (the
+    Quick test preset), not RunConfig's bare defaults, so the two tabs agree before anything is touched."""
+    from studio.ui.app import build_app
+    from studio.ui.common import form_defaults
+    from studio.ui.model_tab import catalog_table
+
+    config = build_app(tmp_path / "runs", test_models=True).get_config_file()
+    catalog = next(c for c in config["components"] if c["props"].get("elem_id") == "catalog")["props"]["value"]
+    start = form_defaults()
+    expected = catalog_table(start.method, start.max_seq_length, start.batch_size)
+    memory = catalog["headers"].index("Est. memory (longest rows)")
+    assert [row[memory] for row in catalog["data"]] == list(expected["Est. memory (longest rows)"])
+    settings = {c["props"].get("elem_id"): c["props"].get("value") for c in config["components"]}
+    assert (settings["field-max_seq_length"], settings["field-batch_size"]) == (start.max_seq_length, start.batch_size)

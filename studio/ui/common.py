@@ -161,7 +161,8 @@ def field_label(name: str) -> str:
 
 def config_component(name: str, value=None, **overrides):
     """A form component for one RunConfig field, built from its metadata (type, help, bounds, choices)."""
-    from ..config import METHOD_LABELS, RunConfig
+    from .. import methods
+    from ..config import RunConfig
 
     spec = {f.name: f for f in dataclasses.fields(RunConfig)}[name]
     meta = spec.metadata
@@ -171,7 +172,7 @@ def config_component(name: str, value=None, **overrides):
     common.update(overrides)
     kind = spec.type if isinstance(spec.type, str) else spec.type.__name__
     if meta.get("choices"):
-        labels = METHOD_LABELS if name == "method" else {}
+        labels = methods.LABELS if name == "method" else {}
         return gr.Dropdown(choices=[(labels.get(c, c), c) for c in meta["choices"]], **common)
     if kind == "bool":
         return gr.Checkbox(**common)
@@ -180,6 +181,17 @@ def config_component(name: str, value=None, **overrides):
         step = 1 if kind == "int" else None
         return gr.Number(minimum=lo, maximum=hi, step=step, precision=0 if kind == "int" else None, **common)
     return gr.Textbox(**common)
+
+
+START_PRESET = "Quick test"  # the preset a new page's form starts from
+
+
+def form_defaults():
+    """The RunConfig a new page's form shows: the defaults with START_PRESET applied (the Model tab's fit badges
+    and the Settings tab start from the same values)."""
+    from ..config import RunConfig, apply_preset
+
+    return apply_preset(RunConfig(), START_PRESET)
 
 
 def config_from_values(names: list[str], values: list):

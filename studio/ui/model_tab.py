@@ -9,8 +9,8 @@ import gradio as gr
 import pandas as pd
 
 from .. import models, paths
-from ..config import BUNDLED_MODEL, RunConfig
-from .common import UIContext, app_roots, bind, config_component, user_message
+from ..config import BUNDLED_MODEL
+from .common import UIContext, app_roots, bind, config_component, form_defaults, user_message
 
 
 @dataclass
@@ -22,8 +22,6 @@ class ModelTab:
 
 def catalog_table(method: str, seq_len: int, batch_size: int) -> pd.DataFrame:
     hardware = models.detect_hardware()
-    if method == "auto":
-        method = "qlora" if hardware["cuda"] else "lora32"
     available = hardware.get("gpu_memory_gb") or hardware["ram_gb"]
     rows = [(BUNDLED_MODEL, models.BUNDLED_PARAMS_B, 8192, "Apache-2.0")]
     rows += [(e.hub_id, e.params_b, e.context, e.licence) for e in models.CATALOG]
@@ -84,7 +82,7 @@ def build_model_tab(ctx: UIContext) -> None:
         check = gr.Button("Check model", scale=1)
     trust = config_component("trust_remote_code", label="Trust remote code")
     info = gr.Markdown(elem_id="model-info")
-    defaults = RunConfig()
+    defaults = form_defaults()  # as the Settings tab starts
     gr.Markdown("#### Popular instruct models and whether they fit this machine\nClick a row to pick that model. "
                 "The estimate follows the method, sequence length and batch size in Settings, with every row "
                 "as long as the maximum; the Train tab estimates from your actual data, which is usually less.")

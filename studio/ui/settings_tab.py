@@ -10,12 +10,14 @@ import gradio as gr
 
 from ..config import PRESETS, RunConfig, apply_preset
 from .common import (
+    START_PRESET,
     UIContext,
     bind,
     client_config,
     config_component,
     error_markdown,
     field_label,
+    form_defaults,
     uploaded_path,
     user_message,
 )
@@ -85,10 +87,10 @@ def preset_note(ctx: UIContext, names: list[str], preset: str, *values) -> str:
 
 def build_settings_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     """The Settings tab; `tab` (its gr.Tab) lets opening it redraw the estimate."""
-    defaults = apply_preset(RunConfig(), "Quick test")
+    defaults = form_defaults()
     gr.Markdown("### Training settings\nStart from a preset, then change what you need. Every field says what it "
                 "does; hover or read the line under it.")
-    preset = gr.Radio(list(PRESETS), value="Quick test", label="Preset", elem_id="preset",
+    preset = gr.Radio(list(PRESETS), value=START_PRESET, label="Preset", elem_id="preset",
                       info="Quick test: a few minutes to see it work. Balanced: a real run. Thorough: more epochs "
                            "and capacity.")
     note = gr.Markdown(elem_id="preset-note")
@@ -132,7 +134,8 @@ def build_settings_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     show.click(bind(show_command, ctx, names), form, [config_json, command, download], api_visibility="private")
     upload.upload(bind(load_config, ctx, names), upload, [*form, load_note], api_visibility="private")
     for name in MAIN_FIELDS + OPTIMISER_FIELDS + LORA_FIELDS + MONITOR_FIELDS:
-        ctx.fields[name].change(bind(preset_note, ctx, names), [preset, *form], note, api_visibility="private")
+        ctx.fields[name].change(bind(preset_note, ctx, names), [preset, *form], note, show_progress="hidden",
+                                api_visibility="private")
     # The estimate follows what changes it; a preset sets several fields at once, and only the last redraw counts.
     redraw = [ctx.fields[n].change for n in ESTIMATE_FIELDS] + ([tab.select] if tab is not None else [])
     gr.on(redraw, bind(estimate_text, ctx, names), form, estimate, trigger_mode="always_last",

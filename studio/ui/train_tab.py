@@ -13,8 +13,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from .. import jobs
-from ..config import METHOD_LABELS
+from .. import jobs, methods
 from ..errors import UserError
 from ..events import EVENTS_FILE, LIVE, STATUS_FILE, read_events, replay, smooth
 from .common import UIContext, bind, client_config, error_markdown, keep, slots, user_message
@@ -102,7 +101,7 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
                   f" · ETA {fmt_time(left)}",
                   f"Speed **{float(status.get('tokens_per_s') or last.get('tokens_per_s') or 0):,.0f} tokens/s** · "
                   f"memory {float(status.get('memory_gb') or last.get('memory_gb') or 0):.2f} GB · method "
-                  f"{METHOD_LABELS.get(history.start.get('method'), history.start.get('method', '-'))}"]
+                  f"{methods.LABELS.get(history.start.get('method'), history.start.get('method', '-'))}"]
     if history.train_loss:
         lines.append(f"Train loss **{history.train_loss[-1]:.4f}**" + (
             f" · best validation loss **{history.best_eval_loss:.4f}**" if history.best_eval_loss is not None else ""))
@@ -134,7 +133,7 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
 def history_table(runs_dir) -> pd.DataFrame:
     """One row per run on disk, newest first; no rows without a runs folder (the page as built, before a login)."""
     rows = [{"Run": s.run_id, "Status": s.status, "Model": s.model, "Data": s.data,
-             "Method": METHOD_LABELS.get(s.method, s.method), "Steps": f"{s.step}/{s.total_steps}",
+             "Method": methods.LABELS.get(s.method, s.method), "Steps": f"{s.step}/{s.total_steps}",
              "Best val loss": "-" if s.best_eval_loss is None else f"{s.best_eval_loss:.4f}",
              "Duration": fmt_time(s.duration_s),
              "Started": time.strftime("%Y-%m-%d %H:%M", time.localtime(s.started)) if s.started else "-"}
