@@ -122,3 +122,18 @@ def test_the_fit_badges_start_from_the_settings_the_form_shows(tmp_path):
     assert [row[memory] for row in catalog["data"]] == list(expected["Est. memory (longest rows)"])
     settings = {c["props"].get("elem_id"): c["props"].get("value") for c in config["components"]}
     assert (settings["field-max_seq_length"], settings["field-batch_size"]) == (start.max_seq_length, start.batch_size)
+
+
+def test_terms_come_with_plain_words(tmp_path):
+    """A domain expert who does not know ML reads what loss, validation, tokens and perplexity mean where they
+    meet them; methods are named by their labels, never by their config names."""
+    from studio.ui.app import build_app
+
+    config = build_app(tmp_path / "runs", test_models=True).get_config_file()
+    page = json.dumps(config, default=str)
+    for words in ("how wrong the model's guesses of the next word are", "rows it never trains on",
+                  "Tokens are the word pieces a model reads", "perplexity: about how many words"):
+        assert words in page, words
+    method = next(c for c in config["components"] if c["props"].get("elem_id") == "field-method")["props"]
+    for label, value in method["choices"]:
+        assert value not in label and len(label) > 20, (label, value)  # "LoRA fp32 (full precision): ..."

@@ -336,8 +336,9 @@ def build_chat_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
             table=gr.Dataframe(headers=BATCH_COLUMNS, wrap=True, interactive=False, label="Answers", max_height=600,
                                column_widths=["22%", "18%", "30%", "30%"], elem_id="batch-table"),
             csv=gr.DownloadButton("Download CSV", visible=False, elem_id="batch-csv"))
-        losses = gr.Dataframe(value=empty_losses(), interactive=False, label="Validation loss (lower is better)",
-                              elem_id="batch-losses")
+        losses = gr.Dataframe(value=empty_losses(), interactive=False, elem_id="batch-losses",
+                              label="Validation loss (lower is better; perplexity: about how many words the model "
+                                    "hesitates between at each step)")
 
     refresh.click(bind(refresh_runs, ctx), run_select, run_select, api_name="refresh_runs")
     gr.api(bind(list_runs, ctx), api_name="list_runs")

@@ -403,7 +403,8 @@ def build_data_tab(ctx: UIContext) -> None:
     table = gr.Dataframe(interactive=False, wrap=True, max_height=320, elem_id="data-table")
     gr.Markdown("#### As the model sees it")
     preview = gr.HTML(elem_id="data-preview")
-    gr.Markdown("#### Token lengths")
+    gr.Markdown("#### Token lengths\nTokens are the word pieces a model reads (about 3/4 of a word each); a row "
+                "longer than the max sequence length (Settings tab) is cut there.")
     stats_md = gr.Markdown(elem_id="data-stats")
     histogram = gr.HTML(elem_id="data-histogram")
     gr.Markdown("#### Problems")

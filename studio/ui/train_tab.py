@@ -96,7 +96,7 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
     if step > 0 or state in ("finished", "stopped"):  # no row of zeros before the first step
         lines += [f"<div class='progress'><div style='width:{pct:.1f}%'></div></div>",
                   f"Step **{step} / {total}** ({pct:.0f}%)"
-                  f" · epoch {float(status.get('epoch') or last.get('epoch') or 0):.2f}"
+                  f" · epoch {float(status.get('epoch') or last.get('epoch') or 0):.2f} (passes over the data)"
                   f" · elapsed {fmt_time(status.get('elapsed_s') or last.get('elapsed_s'))}"
                   f" · ETA {fmt_time(left)}",
                   f"Speed **{float(status.get('tokens_per_s') or last.get('tokens_per_s') or 0):,.0f} tokens/s** · "
@@ -365,7 +365,9 @@ def build_train_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     names = list(ctx.fields)
     form = ctx.form(names)
     gr.Markdown("### Train\nPress **Start training**. The run goes on in its own process: you can reload this page "
-                "or close it, and come back to the same run.")
+                "or close it, and come back to the same run. The *loss* measures how wrong the model's guesses of "
+                "the next word are (lower is better); the *validation* loss is measured on rows it never trains on, "
+                "so it shows whether it learns your task or only memorises your rows.")
     with gr.Row():
         start_btn = gr.Button("Start training", variant="primary", elem_id="start")
         stop_btn = gr.Button("Stop (saves the adapter)", variant="stop", elem_id="stop", interactive=False)
