@@ -49,3 +49,22 @@ def test_the_batch_comparison_names_its_run(ctx, monkeypatch):
     assert csv.endswith("comparison-20990101-run-a.csv")
     *_, last = chat_tab.batch(ctx, chat_tab.NO_RUN, chat_tab.SOURCES[2], "x.txt", 1, "", True, *settings, *settings)
     assert last.status.startswith("The base model alone, done: 1 prompts")
+
+
+def test_bound_handlers_still_get_the_browser_session_and_progress(ctx):
+    """Gradio passes gr.Request (each browser's own Stop flag) and gr.Progress by reading a handler's signature
+    and type hints: common.bind must show both, without the context it fixes."""
+    import inspect
+
+    from gradio.helpers import special_args
+    from gradio.utils import get_type_hints
+
+    from studio.ui import data_tab
+    from studio.ui.common import bind
+
+    for handler in (chat_tab.chat, chat_tab.batch):
+        bound = bind(handler, ctx)
+        assert get_type_hints(bound)["request"] is gr.Request and inspect.isgeneratorfunction(bound)
+        assert "ctx" not in inspect.signature(bound).parameters
+    progress_at = special_args(bind(data_tab.on_upload, ctx))[1]
+    assert list(inspect.signature(bind(data_tab.on_upload, ctx)).parameters)[progress_at] == "progress"
