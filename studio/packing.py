@@ -8,9 +8,13 @@ neither torch nor transformers: they are imported where used.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
 
 from .config import RunConfig
+
+log = logging.getLogger("studio.packing")
 
 # --- padding-free attention -------------------------------------------------------------
 # A packed batch is one row of several examples laid end to end, position_ids restarting at 0 for each. SDPA given
@@ -18,8 +22,39 @@ from .config import RunConfig
 # kernels. Cutting the row at the example boundaries and running causal SDPA per example does sum(L_i^2)/2 work
 # instead of (sum L_i)^2, the same result (tests/test_packing.py). Registered as an attention implementation of
 # its own, for decoder families whose attention is plain causal (no sliding window, no soft-capping).
+#
+# Which architectures pack, and how, is declared here; each catalogue architecture's packed rows are checked against
+# its examples run one by one (tests/test_architectures.py). Anything not declared trains on padded batches.
 VARLEN_ATTENTION_NAME = "studio_varlen_sdpa"
-VARLEN_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+VARLEN_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "granite")  # plain causal attention
+# Families whose own masks keep packed examples apart: transformers' masking_utils reads the example boundaries from
+# position_ids and applies them to causal and sliding-window masks alike (Gemma 3's local layers, Mistral or Qwen2
+# with a sliding window). Attention soft-capping (Gemma 2) is not among them: no packed row for it.
+MASKED_PACKING_MODEL_TYPES = (*VARLEN_MODEL_TYPES, "gemma3_text")
+
+
+def packed_attention(model_config, remote_code: bool = False) -> str | None:
+    """How a model keeps the examples of a packed row apart: "varlen" (studio's per-example attention), "masks"
+    (transformers' block-diagonal masks), or None when its architecture declares neither: it trains on padded
+    batches. `remote_code`: the model runs code from its repository (trust_remote_code with an auto_map), whose
+    masks nobody here has checked."""
+    if remote_code and getattr(model_config, "auto_map", None):
+        return None
+    if getattr(model_config, "attn_logit_softcapping", None):
+        return None
+    if supports_varlen_attention(model_config):
+        return "varlen"
+    return "masks" if getattr(model_config, "model_type", "") in MASKED_PACKING_MODEL_TYPES else None
+
+
+def for_model(config: RunConfig, model_config) -> RunConfig:
+    """The run's settings as they train this model: packing switched off where its architecture declares no packed
+    attention (padded batches give the same losses, at the cost of the padding)."""
+    if not config.packing:
+        return config
+    mode = packed_attention(model_config, remote_code=config.trust_remote_code)
+    log.info("packed attention: %s (%s)", mode or "none, padded batches", getattr(model_config, "model_type", "?"))
+    return config if mode else dataclasses.replace(config, packing=False)
 
 
 def supports_varlen_attention(model_config) -> bool:

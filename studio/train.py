@@ -184,6 +184,7 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
     method = models.training_method(config)
     log.info("method %s, config %s", method.name, config.to_json())
     tokenizer = models.load_tokenizer(config.model, config.trust_remote_code)
+    config = packing.for_model(config, models.load_config(config.model, config.trust_remote_code))
     train_set, val_set = load_datasets(config, tokenizer)
     config.check_data_size(len(train_set))
 

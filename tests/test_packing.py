@@ -348,3 +348,18 @@ def test_cache_key_follows_exactly_the_tokenised_data_fields(tokenizer, tmp_path
     before = train.tokenized_cache_key(config, tokenizer)
     (package / "template.py").write_text("CUT = 2\n")
     assert train.tokenized_cache_key(config, tokenizer) != before
+
+
+def test_packing_is_switched_off_where_no_packed_attention_is_declared():
+    from transformers import Gemma2Config, Gemma3TextConfig, LlamaConfig
+
+    config = RunConfig(model=TINY_TEST_MODEL, trust_remote_code=True)
+    assert packing.packed_attention(LlamaConfig()) == "varlen"
+    assert packing.packed_attention(Gemma3TextConfig()) == "masks"  # sliding windows: transformers' masks
+    assert packing.packed_attention(Gemma2Config()) is None  # soft-capping
+    remote = LlamaConfig(auto_map={"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"})
+    assert packing.packed_attention(remote) == "varlen"  # its own code runs only with trust_remote_code
+    assert packing.packed_attention(remote, remote_code=True) is None
+    assert packing.for_model(config, remote).packing is False
+    assert packing.for_model(config, Gemma2Config()).packing is False
+    assert packing.for_model(config, Gemma3TextConfig()) is config
