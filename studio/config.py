@@ -108,7 +108,8 @@ class RunConfig:
                                  "longer ones are cut.", 16, 32768,
                                  label="Max sequence length (tokens)")
     packing: bool = _field(True, "Padding-free batches: examples are laid end to end, each seeing only "
-                           "itself, so no compute is spent on padding (filler that evens out lengths).",
+                           "itself, so no compute is spent on padding (filler that evens out lengths). Models whose "
+                           "attention cannot keep packed examples apart train on padded batches instead.",
                            label="Packing (padding-free batches)")
     weight_decay: float = _field(0.0, "Weight decay: an L2 penalty, a small pull of the adapter's weights "
                                   "towards 0 in every step, against over-fitting (0 = off).", 0.0, 1.0)

@@ -137,9 +137,13 @@ def estimate_run(config: RunConfig) -> Estimate:
         passes = 1 + steps // every + (1 if steps % every else 0)
         seconds += passes * val_tokens / (3 * max(speed, 1e-9))
 
-    # Packed: one row of batch_size examples laid end to end; padded: batch_size rows of the longest.
+    # Packed: one row of batch_size examples laid end to end; padded: batch_size rows of the longest. An architecture
+    # without packed attention trains padded whatever the setting says (packing.for_model), and is estimated so.
+    from . import packing
+
+    packed = packing.for_model(config, models.load_config(config.model, config.trust_remote_code)).packing
     mean_len = max(1, tokens_per_epoch // max(rows, 1))
-    seq, batch = (mean_len * config.batch_size, 1) if config.packing else (config.max_seq_length, config.batch_size)
+    seq, batch = (mean_len * config.batch_size, 1) if packed else (config.max_seq_length, config.batch_size)
     memory = models.estimate_memory_gb(params / 1e9, method, seq, batch, hidden=hidden, layers=layers)
     available = hardware.get("gpu_memory_gb") or hardware["ram_gb"]
     return Estimate(memory_gb=memory, available_gb=available, fit=models.fit_badge(memory, available), steps=steps,

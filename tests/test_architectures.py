@@ -123,3 +123,17 @@ def test_train_chat_and_export_on_cpu(tiny_model, tmp_path):
     with torch.no_grad():  # the merged weights compute what base + adapter computes
         torch.testing.assert_close(plain(input_ids=ids).logits, session.model(input_ids=ids).logits,
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_the_estimate_counts_padded_batches_where_packing_is_off(tmp_path, tokenizer):
+    from studio.config import TINY_TEST_MODEL
+    from studio.estimate import estimate_run
+
+    data = str(write_messages_jsonl(tmp_path / "train.jsonl", 10))
+    gemma2 = str(build_tiny("gemma2", UNPACKED["gemma2"], tmp_path / "gemma2", tokenizer))
+
+    def memory(model: str, packing: bool) -> float:
+        return estimate_run(RunConfig(model=model, data_path=data, packing=packing, batch_size=2)).memory_gb
+
+    assert memory(TINY_TEST_MODEL, True) < memory(TINY_TEST_MODEL, False)  # packed rows hold no padding
+    assert memory(gemma2, True) == memory(gemma2, False)  # trains padded either way
