@@ -14,6 +14,7 @@ COMMANDS = {
     "data": ("studio.data", "detect the format of a data file, list its problems, preview it"),
     "chat": ("studio.chat", "ask the base and the fine-tuned model of a run the same prompt"),
     "demo": ("studio.ui.demo", "serve only the chat of one finished run, for a shared link"),
+    "eval": ("studio.evaluate", "write a run's report card: task, general knowledge kept, parroting, verdict"),
     "export": ("studio.export", "zip a run's adapter or save merged full weights"),
     "tune": ("studio.tune", "search for good settings within a time budget (real trials, the weak ones stopped early)"),
     "serve": ("studio.serve", "serve a run's model behind an OpenAI-compatible API (/v1/chat/completions)"),
