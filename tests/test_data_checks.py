@@ -14,7 +14,7 @@ import pytest
 
 from studio import data
 from studio.config import RunConfig, apply_preset
-from studio.data import fixes, hub, load_data, personal, similar
+from studio.data import checks, fixes, hub, load_data, personal, similar
 from studio.models import load_tokenizer
 
 SIGN_OFF = "Kind regards, the Riverside clinic team"
@@ -309,3 +309,14 @@ def test_the_users_own_system_prompt(tmp_path, capsys):
     segments = json.loads(capsys.readouterr().out)["preview"][0]["segments"]
     text = "".join(t for t, _ in segments)
     assert "You answer for the clinic." in text and "SmolLM" not in text  # not the model's default system prompt
+
+
+def test_too_long_on_many_rows_matches_encoding_every_row(tmp_path, tok):
+    """Over 2,000 rows near the cut-off take the sampled path (checks._rough_lengths): the same rows as exact."""
+    pairs = distinct_rows(2500, seed=4)
+    for k in (10, 1200, 2400):
+        pairs[k] = (pairs[k][0], " ".join(["The clinic opens at nine."] * 30) + " " + SIGN_OFF)
+    report = load_data(write_jsonl(tmp_path / "many.jsonl", pairs))
+    found = [p.index for p in checks.too_long_problems(report, tok, 96)]
+    exact = [i for i, e in enumerate(report.examples) if len(data.encode_example(e, tok, 10**9)["input_ids"]) > 96]
+    assert found == exact and {10, 1200, 2400} <= set(found)

@@ -18,7 +18,8 @@ PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN", "AU", "BR")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _CARD = re.compile(r"(?<![\w-])[2-6](?:[ -]?\d){12,18}(?![\d-])")  # issuers' numbers start with 2 to 6
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
-_PHONE_HINT = re.compile(r"\+?\(?\d(?:[\s().\-/]{0,2}\d){6,}")  # 7+ digits close together: worth asking phonenumbers
+# 7+ digits close together: worth asking phonenumbers; every card number and IBAN has such a run too
+_PHONE_HINT = re.compile(r"\d(?:[\s().\-/]{0,2}\d){6,}")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -41,12 +42,15 @@ def iban_ok(iban: str) -> bool:
 
 def find(text: str) -> list[tuple[int, int, str]]:
     """(start, end, kind) of each piece of personal data in text, in order, not overlapping."""
+    has_at, digits = "@" in text, _PHONE_HINT.search(text)
+    if not has_at and not digits:  # one scan: cards, IBANs and phones all hold 7+ digits
+        return []
     spans: list[tuple[int, int, str]] = []
 
     def free(a: int, b: int) -> bool:
         return all(b <= s or a >= e for s, e, _ in spans)
 
-    if "@" in text:
+    if has_at:
         spans += [(m.start(), m.end(), "email") for m in _EMAIL.finditer(text)]
     for m in _IBAN.finditer(text):
         if free(m.start(), m.end()) and iban_ok(m.group().replace(" ", "")):
@@ -55,7 +59,7 @@ def find(text: str) -> list[tuple[int, int, str]]:
         digits = re.sub(r"\D", "", m.group())
         if 13 <= len(digits) <= 19 and luhn_ok(digits) and free(m.start(), m.end()):
             spans.append((m.start(), m.end(), "card"))
-    if _PHONE_HINT.search(text):
+    if digits:
         spans += [s for s in _phones(text) if free(s[0], s[1])]
     return sorted(spans)
 
