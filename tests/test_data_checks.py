@@ -320,3 +320,21 @@ def test_too_long_on_many_rows_matches_encoding_every_row(tmp_path, tok):
     found = [p.index for p in checks.too_long_problems(report, tok, 96)]
     exact = [i for i, e in enumerate(report.examples) if len(data.encode_example(e, tok, 10**9)["input_ids"]) > 96]
     assert found == exact and {10, 1200, 2400} <= set(found)
+
+
+def test_drop_bad_rows_drops_the_repeat_not_the_row_above_it(tmp_path):
+    """write_clean_copy works on positions, not on the file's row numbers (which start at 2 in a CSV)."""
+    path = tmp_path / "r.csv"
+    path.write_text("prompt,completion\nA?,a\nB?,b\nA?,a\nC?,c\n", encoding="utf-8")
+    report = load_data(path)
+    assert [(p.row, p.kind) for p in report.problems] == [(4, "duplicate")]
+    clean = load_data(data.write_clean_copy(report, tmp_path / "clean"))
+    assert [e.prompt for e in clean.usable()] == ["A?", "B?", "C?"]
+
+
+@pytest.mark.parametrize("name", ["notes.docx", "export.pdf"])
+def test_a_document_says_how_to_get_the_table_out(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"PK\x03\x04 not a table")
+    with pytest.raises(data.DataError, match=r"save that as \.xlsx or \.csv"):
+        load_data(path)

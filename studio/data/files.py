@@ -17,8 +17,8 @@ SAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "samples"
 
 def write_clean_copy(report: DataReport, folder, drop_duplicates: bool = True) -> Path:
     """The usable rows (without repeats) as normalised JSONL in `folder`; the Data tab points data_path at it."""
-    repeats = {p.row for p in report.problems if p.kind == "duplicate"} if drop_duplicates else set()
-    good = [e for row, e in enumerate(report.examples, 1) if e is not None and row not in repeats]
+    repeats = report.indexes_with("duplicate") if drop_duplicates else set()
+    good = [e for i, e in enumerate(report.examples) if e is not None and i not in repeats]
     if not good:
         raise DataError(report.message or f"No usable rows in {Path(report.path).name}: there is nothing to keep.")
     folder = Path(folder)

@@ -30,6 +30,7 @@ DEFAULT_MAX_BYTES = 200 * 2**20
 EXTENSIONS = {".csv": "CSV", ".tsv": "TSV", ".json": "JSON", ".jsonl": "JSONL", ".ndjson": "JSONL",
               ".parquet": "Parquet", ".txt": "TXT", ".xlsx": "Excel"}
 SUPPORTED_TEXT = "CSV, TSV, JSON, JSONL, Parquet, TXT or XLSX"
+DOCUMENTS = (".docx", ".doc", ".pdf", ".odt", ".pages", ".rtf", ".pptx")
 
 
 @dataclass
@@ -82,6 +83,8 @@ def _suffix(path: Path) -> str:
     if suffix not in EXTENSIONS:
         what = f"Files of type {suffix}" if suffix else f"{path.name} has no file extension, and files without one"
         hint = " (save it as .xlsx)" if suffix == ".xls" else ""
+        if suffix in DOCUMENTS:  # a table in a document: the table has to come out of it first
+            hint = " (copy its table into a spreadsheet and save that as .xlsx or .csv)"
         raise DataError(f"{what} are not supported{hint}: save the data as {SUPPORTED_TEXT}.")
     return suffix
 
