@@ -338,3 +338,8 @@ def test_a_document_says_how_to_get_the_table_out(tmp_path, name):
     path.write_bytes(b"PK\x03\x04 not a table")
     with pytest.raises(data.DataError, match=r"save that as \.xlsx or \.csv"):
         load_data(path)
+
+
+def test_the_cache_key_can_see_every_module_of_the_package():
+    names = {p.name for p in data.source_files()}
+    assert {"__init__.py", "template.py", "formats.py", "load.py", "readers.py"} <= names

@@ -25,6 +25,8 @@ Nothing here imports gradio; pandas, pyarrow and openpyxl are imported lazily.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import DataError
 from .checks import MAX_EXAMPLE_CHARS, UNUSABLE, WARNINGS, RowProblem, check_report
 from .cli import main, no_usable_rows_sentence
@@ -55,7 +57,16 @@ from .template import (
                    token_stats,
 )
 
+
+
+def source_files() -> list[Path]:
+    """The package's code, for the tokenised-data cache key: a change in any module that reads, normalises,
+    splits or encodes rows must never reuse stale tokens (hashing data.__file__ alone sees only this file)."""
+    return sorted(Path(__file__).resolve().parent.glob("*.py"))
+
+
 __all__ = [
+    "source_files",
     "CONVERSATION_FORMATS", "CONVERSATION_NAMES", "DEFAULT_MAX_BYTES", "DETECT_SAMPLE", "END_OF_TURN_MARKERS",
     "EXTENSIONS", "FORMAT_LABELS", "MAX_EXAMPLE_CHARS", "PAIR_FORMATS", "PREVIEW_ROWS", "PROMPT_NAMES",
     "RESPONSE_NAMES", "ROLE_ALIASES", "SAMPLES_DIR", "SUPPORTED_TEXT", "SYSTEM_NAMES", "TEXT_NAMES", "UNUSABLE",
