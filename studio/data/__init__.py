@@ -35,28 +35,27 @@ from .files import SAMPLES_DIR, safe_filename, sample_files, save_upload, write_
 from .fixes import Fixes, FixResult, write_fixed_copy
 from .formats import CONVERSATION_FORMATS, DETECT_SAMPLE, FORMAT_LABELS, PAIR_FORMATS, ColumnMapping, detect_format
 from .load import (
-                   PREVIEW_ROWS,
-                   DataReport,
-                   load_data,
-                   load_examples,
-                   load_for_config,
-                   mapping_from_config,
-                   split_examples,
-                   split_sizes,
+    PREVIEW_ROWS,
+    DataReport,
+    load_data,
+    load_examples,
+    load_for_config,
+    mapping_from_config,
+    split_examples,
+    split_sizes,
 )
 from .names import CONVERSATION_NAMES, PROMPT_NAMES, RESPONSE_NAMES, ROLE_ALIASES, SYSTEM_NAMES, TEXT_NAMES
 from .readers import DEFAULT_MAX_BYTES, EXTENSIONS, SUPPORTED_TEXT
 from .readiness import readiness
 from .template import (
-                   END_OF_TURN_MARKERS,
-                   describe_stats,
-                   encode_example,
-                   render_chat,
-                   render_segments,
-                   rendered_text,
-                   token_stats,
+    END_OF_TURN_MARKERS,
+    describe_stats,
+    encode_example,
+    render_chat,
+    render_segments,
+    rendered_text,
+    token_stats,
 )
-
 
 
 def source_files() -> list[Path]:
