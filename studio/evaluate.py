@@ -54,7 +54,10 @@ MAX_NEW_TOKENS = 256  # no answer is generated past this, however long its refer
 PROBE_ANSWER_TOKENS = 32  # the probe answers shown in the report are one short sentence
 PROBES_SHOWN_PER_KIND = 3  # generated probe answers shown next to the scores, per kind
 FORWARD_TOKENS = 4096  # tokens per teacher-forced batch (rows x longest row): about 0.8 GB of activations
-GENERATE_ROWS = 16  # rows per generation batch: more pays little on a CPU and pads more
+# Rows per generation batch. On a CPU a decoding step of SmolLM2 costs about 50 ms plus 4 ms a row (idle, 2 cores),
+# so fewer, larger batches pay; but a finished row is computed until its whole batch ends, so rows are batched by
+# their length limit (similar lengths together).
+GENERATE_ROWS = 32
 # A row is a copy when the tuned model's own first choice is the training token at this share of its answer
 # tokens: greedy decoding then reproduces it (near) word for word. Rows with fewer answer tokens cannot tell a
 # copy from a short, obvious answer ("Yes.") and are not counted.
@@ -69,10 +72,12 @@ FORGET_ACCURACY_DROP = 0.10
 FORGET_LOSS_RISE = 0.20
 FORGET_LOSS_RISE_NATS = 0.1  # ...and by at least this much: a fifth more of a loss near 0 is no forgetting
 TASK_MIN_GAIN = 2.0  # chrF points: a smaller change is noise on 50 rows
+SHORT_RUN_EPOCHS = 1.5  # fewer passes over the data than this: "train longer" comes before other advice
 LOOP_MIN_TOKENS = 12  # a repeated block must span at least this many tokens to be a loop...
 LOOP_MIN_REPEATS = 3  # ...and come at least three times in a row
 LOOP_MAX_PERIOD = 40  # tokens in the longest block looked for
 BASE_CACHE_ENTRIES = 20_000  # cached base-model results (answers, scores) kept; the oldest go first
+BASE_CACHE_DIR: Path | None = None  # None: models.cache_dir() / "report-base" (a benchmark starts from an empty one)
 
 NEXT_STEPS = ("more_steps", "balanced", "lower_lr", "fewer_epochs", "more_data", "bigger_model", "none")
 
@@ -296,7 +301,7 @@ def generate_answers(session, conversations: list[list[dict]], limits: list[int]
     pad = pad if pad is not None else (min(eos_ids) if eos_ids else 0)
     device = session.model.device
     answers: list[Answer | None] = [None] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad little
+    order = sorted(range(len(prompts)), key=lambda i: (limits[i], len(prompts[i])))
     for b in range(0, len(order), GENERATE_ROWS):
         batch = order[b:b + GENERATE_ROWS]
         width = max(len(prompts[i]) for i in batch)
@@ -354,7 +359,8 @@ class BaseCache:
         try:
             from . import models
 
-            self.path = models.cache_dir() / "report-base" / f"{self._model_key(session)}.json"
+            folder = BASE_CACHE_DIR or models.cache_dir() / "report-base"
+            self.path = folder / f"{self._model_key(session)}.json"
             if self.path.is_file():
                 loaded = json.loads(self.path.read_text(encoding="utf-8"))
                 self.items = loaded if isinstance(loaded, dict) else {}
@@ -466,12 +472,20 @@ def _prompt_of(example: dict) -> tuple[list[dict], str]:
     return messages, reference
 
 
+def task_rows(session, config: RunConfig, val: list[dict]) -> tuple[list[tuple], list[int]]:
+    """The held-out rows that have a prompt, as (example, conversation, reference), and each one's length limit."""
+    rows = [(ex, *_prompt_of(ex)) for ex in val]
+    rows = [(ex, m, ref) for ex, m, ref in rows if m]
+    limits = [answer_limit(len(session.tokenizer(ref, add_special_tokens=False)["input_ids"]), config.max_seq_length)
+              for _, _, ref in rows]
+    return rows, limits
+
+
 def task_section(session, cache: BaseCache, config: RunConfig, val: list[dict], max_rows: int,
                  tuned_val_scores: list[TokenScores], base_val_scores: list[TokenScores]) -> dict:
     from .chat import last_user_text
 
-    rows = [(ex, *_prompt_of(ex)) for ex in val[:max_rows]]
-    rows = [(ex, m, ref) for ex, m, ref in rows if m]
+    rows, limits = task_rows(session, config, val[:max_rows])
     section = {"rows": len(rows), "validation_rows": len(val[:max_rows]), "metric": "chrF",
                **_loss_pair(base_val_scores, tuned_val_scores), "examples": []}
     if not rows:
@@ -479,8 +493,6 @@ def task_section(session, cache: BaseCache, config: RunConfig, val: list[dict], 
                        looping={"base": 0, "tuned": 0}, max_new_tokens=0)
         return section
     conversations = [m for _, m, _ in rows]
-    ref_tokens = [len(session.tokenizer(ref, add_special_tokens=False)["input_ids"]) for _, _, ref in rows]
-    limits = [answer_limit(n, config.max_seq_length) for n in ref_tokens]
     base = cached_answers(session, cache, conversations, limits, use_adapter=False)
     tuned = cached_answers(session, cache, conversations, limits, use_adapter=True)
     for (_, messages, reference), limit, b, t in zip(rows, limits, base, tuned):
@@ -532,6 +544,13 @@ def key_positions(tokenizer, ids: list[int], trained: list[int], key: str) -> li
     return None if best is None else list(range(best[0], best[0] + best[1]))
 
 
+def shown_probes(probes: list[dict]) -> list[dict]:
+    """The probes whose generated answers the report shows, so a person sees what the numbers mean: the first
+    PROBES_SHOWN_PER_KIND of each kind."""
+    kinds = dict.fromkeys(p["kind"] for p in probes)
+    return [p for kind in kinds for p in [q for q in probes if q["kind"] == kind][:PROBES_SHOWN_PER_KIND]]
+
+
 def general_section(session, cache: BaseCache, probes: list[dict]) -> dict:
     """Loss on the probes' reference answers and answer accuracy: a probe counts as known when every token of
     its key (the word that makes the answer right: "Paris", "56", "I'm sorry") is the model's own first choice
@@ -567,8 +586,7 @@ def general_section(session, cache: BaseCache, probes: list[dict]) -> dict:
     section["loss_change"] = rise  # relative: 0.2 = a fifth higher
     section["forgetting"] = bool(drop >= FORGET_ACCURACY_DROP
                                  or (rise >= FORGET_LOSS_RISE and rise_nats >= FORGET_LOSS_RISE_NATS))
-    # A few answers generated, so a person sees what the numbers mean: the first probes of each kind.
-    shown = [p for kind in section["by_kind"] for p in [q for q in probes if q["kind"] == kind][:PROBES_SHOWN_PER_KIND]]
+    shown = shown_probes(probes)
     conversations = [[{"role": "user", "content": p["question"]}] for p in shown]
     limits = [PROBE_ANSWER_TOKENS] * len(shown)
     answers_b = cached_answers(session, cache, conversations, limits, use_adapter=False)
@@ -592,8 +610,9 @@ def parroting_section(session, train_rows: list[dict], train_scores: list[TokenS
     copied_val, counted_val = _copies(val_scores)
     share_train = copied_train / counted_train if counted_train else None
     share_val = copied_val / counted_val if counted_val else None
-    flag = (share_train is not None and share_train >= PARROT_MIN_SHARE
-            and share_train - (share_val or 0.0) >= PARROT_MIN_GAP)
+    # Without held-out rows there is nothing to tell learning the rows from learning the task: no flag.
+    flag = (share_train is not None and share_val is not None and share_train >= PARROT_MIN_SHARE
+            and share_train - share_val >= PARROT_MIN_GAP)
     section = {"agreement_threshold": COPY_AGREEMENT,
                "train": {"rows": counted_train, "copied": copied_train, "share": share_train,
                          "mean_agreement": _mean([s.agreement for s in train_scores if s.tokens >= MIN_COPY_TOKENS])},
@@ -648,8 +667,8 @@ def next_step(report: dict, config: RunConfig, facts: dict) -> tuple[str, str]:
     lr = config.learning_rate
     longer = ("balanced", "Try next: the Balanced preset, which makes two full passes over your data instead of a "
                           "short test.") if facts["quick_test"] else \
-        ("more_steps", f"Try next: more steps; the model saw each row about {epochs:.1f} times, so it has not "
-                       f"learned your task yet.")
+        ("more_steps", f"Try next: more steps (two or three epochs); the model saw each row about {epochs:.1f} "
+                       f"times, too few to learn your task.")
     if parroting["flag"]:
         if epochs > 1.5:
             return "fewer_epochs", (f"Try next: fewer epochs (about {max(1, math.floor(epochs / 2))} instead of "
@@ -668,7 +687,7 @@ def next_step(report: dict, config: RunConfig, facts: dict) -> tuple[str, str]:
     bad_tuned = task["cut"]["tuned"] + task["looping"]["tuned"]
     bad_base = task["cut"]["base"] + task["looping"]["base"]
     if (gain is not None and gain < TASK_MIN_GAIN) or (bad_tuned / rows >= 0.2 and bad_tuned > bad_base):
-        if epochs < 1.0:
+        if epochs < SHORT_RUN_EPOCHS:
             return longer
         fell = loss["base"] and loss["tuned"] is not None and loss["tuned"] < 0.95 * loss["base"]
         if fell:
@@ -676,7 +695,7 @@ def next_step(report: dict, config: RunConfig, facts: dict) -> tuple[str, str]:
                                  "answers are not closer to yours; check that answers are consistent and complete.")
         return "bigger_model", ("Try next: a bigger model: this one does not get closer to your answers with more "
                                 "training.")
-    if epochs < 1.0:
+    if epochs < SHORT_RUN_EPOCHS:
         return longer
     if config.model == BUNDLED_MODEL:
         return "bigger_model", ("To do better still: a bigger model (the bundled one has 135 million parameters; "
@@ -735,10 +754,12 @@ def verdict(report: dict, config: RunConfig, facts: dict) -> dict:
                  f"{_signed(100 * general['loss_change'])}%"
         parts.append(f"general knowledge {'slipped' if general['forgetting'] else 'kept'} ({change})")
     p_train, p_val = parroting["train"]["share"], parroting["heldout"]["share"]
-    if p_train is not None:
-        shares = f"{_pct(p_train)} of training answers reproduced word for word" + \
-            (f", {_pct(p_val)} of held-out ones" if p_val is not None else "")
+    if p_train is not None and p_val is not None:
+        shares = f"{_pct(p_train)} of training answers reproduced word for word, {_pct(p_val)} of held-out ones"
         parts.append(f"{'it learned rows by heart' if parroting['flag'] else 'no parroting'} ({shares})")
+    elif p_train is not None:
+        parts.append(f"{_pct(p_train)} of training answers reproduced word for word (parroting needs held-out "
+                     f"rows to compare with)")
     ready = better and not general["forgetting"] and not parroting["flag"]
     key, advice = next_step(report, config, facts)
     text = "; ".join([parts[0]] + parts[1:]) + (": ready to share." if ready else ".") + " " + advice
@@ -760,8 +781,8 @@ def build_report(session, run_dir: Path, config: RunConfig, train: list[dict], v
                                max_seq_length=config.max_seq_length,
                                train_on_answers_only=config.train_on_answers_only)
     val_rows = val[:max_rows]
-    # Training rows checked for parroting: as many as held-out rows, drawn with the run's seed.
-    n_train = min(len(train), max(len(val_rows), 1), max_rows)
+    # Training rows checked for parroting: as many as held-out rows (at least 10), drawn with the run's seed.
+    n_train = min(len(train), max(len(val_rows), 10), max_rows)
     train_rows = random.Random(config.seed).sample(train, n_train) if train else []
     tell("validation loss")
     val_encoded = [encode(ex) for ex in val_rows]

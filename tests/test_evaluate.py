@@ -265,6 +265,19 @@ def test_parroting_is_flagged_on_a_memorised_set(memorised_run):
     assert "learned rows by heart" in report["verdict"]["text"]
 
 
+def test_a_run_without_held_out_rows_still_gets_a_report(tmp_path):
+    config = run_config(TINY_TEST_MODEL, write_pairs(tmp_path / "train.jsonl", TRAIN_PAIRS), validation_fraction=0.0,
+                        max_steps=3)
+    run_dir = trained(config, tmp_path / "run")
+    report = evaluate.evaluate_run(run_dir, max_rows=5, use_cache=False)
+    assert report["task"]["rows"] == 0 and report["task"]["loss"]["tuned"] is None
+    assert report["parroting"]["train"]["rows"] == 5 and report["parroting"]["heldout"]["share"] is None
+    assert report["parroting"]["flag"] is False  # nothing to compare with: no verdict on parroting
+    assert report["verdict"]["text"].startswith("No held-out rows to measure your task on")
+    assert "parroting needs held-out rows" in report["verdict"]["text"]
+    assert (run_dir / evaluate.REPORT_HTML).is_file()
+
+
 # --- the files and the CLI ------------------------------------------------------------------
 def test_report_html_stands_alone_and_shows_rows_as_text(memorised_run):
     report = evaluate.evaluate_run(memorised_run, max_rows=5, use_cache=False)
