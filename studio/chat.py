@@ -205,6 +205,7 @@ class ChatSession:
 
         self.model_name = model_name
         self.run_dir: Path | None = None
+        self.system_prompt = ""  # a run's RunConfig.system_prompt (for_run)
         self.adapter_dir = Path(adapter_dir) if adapter_dir else None
         if self.adapter_dir is not None and not (self.adapter_dir / ADAPTER_CONFIG).is_file():
             raise UserError(f"{self.adapter_dir} holds no {ADAPTER_CONFIG}: pick the adapter folder of a "
@@ -249,6 +250,7 @@ class ChatSession:
         method = methods.for_inference(trained if isinstance(trained, str) else None, cuda)
         session = cls(config.model, adapter, config.trust_remote_code, method=method)
         session.run_dir = run_dir
+        session.system_prompt = config.system_prompt
         return session
 
     @property
@@ -260,7 +262,8 @@ class ChatSession:
         """Token ids of the conversation with the assistant's turn opened: shape (1, prompt_tokens)."""
         import torch
 
-        messages = with_system_prompt(messages, settings.system_prompt)
+        # The run's own system prompt, as training put it in every example, unless the settings give another.
+        messages = with_system_prompt(messages, settings.system_prompt or self.system_prompt)
         if not messages or messages[-1]["role"] != "user":
             raise UserError("The conversation must end with a user message: type a prompt first.")
         from . import data

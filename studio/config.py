@@ -52,6 +52,9 @@ class RunConfig:
                         "detected automatically.", group="data")
     response_column: str = _field("", "Column holding the answer; empty = detected automatically.", group="data")
     system_column: str = _field("", "Optional column holding a system prompt.", group="data")
+    system_prompt: str = _field("", "Your own standing instruction for every example without one (e.g. \"You answer "
+                                "for the Riverside vet clinic; sign with 'The Riverside team'.\"); empty = the "
+                                "model's default.", group="data", label="System prompt")
     text_column: str = _field("", "Column of plain text, for continued pre-training (the model reads "
                         "raw text to learn its words and facts, with no questions and answers).", group="data")
     train_on_answers_only: bool = _field(True, "Compute the loss (the error the model learns from) on the answers "

@@ -34,7 +34,7 @@ CHECKPOINTS_DIR = "checkpoints"
 
 # Statuses a run can be in: LIVE while its worker process trains, FINAL once it has ended.
 LIVE = ("starting", "running", "stopping")
-FINAL = ("finished", "stopped", "failed")
+FINAL = ("finished", "stopped", "failed", "pruned")  # pruned: a settings-search trial stopped early
 
 
 class EventWriter:

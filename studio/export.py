@@ -46,10 +46,21 @@ def zip_adapter(run_dir: str | Path, out_zip: str | Path) -> Path:
     # Weights barely compress; DEFLATE still shrinks the tokenizer files a lot.
     with replacing_file(out_zip) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(adapter.rglob("*")):
-            if path.is_file():
+            if path.is_file() and path.name not in ("adapter_config.json", "README.md"):
                 zf.write(path, path.relative_to(adapter).as_posix())
+        zf.writestr("adapter_config.json", _public_adapter_config(adapter, RunConfig.load(run_dir / CONFIG_FILE)))
+        zf.writestr("README.md", _model_card(RunConfig.load(run_dir / CONFIG_FILE), run_dir, merged=False))
         zf.write(run_dir / CONFIG_FILE, "studio_run_config.json")
     return out_zip
+
+
+def _public_adapter_config(adapter: Path, config: RunConfig) -> str:
+    """adapter_config.json naming the base by its public hub id, not the folder it was loaded from here."""
+    from .model_card import public_base_id
+
+    values = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    values["base_model_name_or_path"] = public_base_id(config.model)
+    return json.dumps(values, indent=2)
 
 
 # --- merged weights -----------------------------------------------------------------------
@@ -91,14 +102,9 @@ def merge_adapter(run_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 def _model_card(config: RunConfig, run_dir: Path, merged: bool) -> str:
-    what = "full weights with the LoRA adapter merged in" if merged else "a LoRA adapter"
-    usage = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-             "model = AutoModelForCausalLM.from_pretrained(FOLDER)\ntokenizer = AutoTokenizer.from_pretrained(FOLDER)"
-             if merged else
-             "from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained(FOLDER)")
-    return (f"# {config.run_name or run_dir.name}\n\nFine-tuned with Studio from `{config.model}`: {what}.\n\n"
-            f"```python\n{usage}\n```\n\nTraining settings:\n\n```json\n{json.dumps(config.to_dict(), indent=2)}\n"
-            f"```\n")
+    from .model_card import model_card
+
+    return model_card(run_dir, "merged" if merged else "adapter")
 
 
 # --- hub ----------------------------------------------------------------------------------
@@ -130,10 +136,13 @@ def push_to_hub(run_dir: str | Path, repo_id: str, token: str | None = None, pri
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            card = Path(tmp) / "README.md"
-            card.write_text(_model_card(config, run_dir, merged=False), encoding="utf-8")
-            api.upload_folder(folder_path=str(adapter), repo_id=repo_id, commit_message="Upload adapter from Studio")
-            api.upload_file(path_or_fileobj=str(card), path_in_repo="README.md", repo_id=repo_id)
+            import shutil
+
+            folder = Path(tmp) / "adapter"
+            shutil.copytree(adapter, folder)
+            (folder / "adapter_config.json").write_text(_public_adapter_config(adapter, config), encoding="utf-8")
+            (folder / "README.md").write_text(_model_card(config, run_dir, merged=False), encoding="utf-8")
+            api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload adapter from Studio")
     except Exception as err:  # every hub failure becomes one sentence; details go to the log
         log.exception("push to %s failed", repo_id)
         raise _hub_push_error(repo_id, err) from err
@@ -155,16 +164,26 @@ def _hub_push_error(repo_id: str, err: Exception) -> UserError:
 # --- CLI ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m studio export",
-                                     description="Take the result of a finished or stopped run away: the adapter "
-                                                 "as a zip, merged full weights, or a push to the Hugging Face Hub.")
+                            description="Take the result of a finished or stopped run away: the adapter as a zip, "
+                                        "merged full weights, one GGUF file for llama.cpp and Ollama, a Hugging Face "
+                                        "Space, or a push to the Hugging Face Hub. Each carries a model card.")
     parser.add_argument("run_dir", help="the run folder, e.g. runs/20250101-120000-support")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--zip", metavar="OUT.zip", help="write the adapter (and the run's settings) to this zip file")
     what.add_argument("--merged", metavar="OUT_DIR",
                       help="save full weights with the adapter merged in (safetensors, tokenizer, chat template) "
                            "to this new folder; plain transformers loads it")
+    what.add_argument("--gguf", metavar="OUT.gguf",
+                      help="one GGUF file (adapter merged in, tokenizer and chat template inside) for llama.cpp, "
+                           "Ollama and LM Studio, with an Ollama Modelfile beside it")
+    what.add_argument("--space", metavar="OUT_DIR",
+                      help="a Hugging Face Space folder (app.py, requirements, README); with --push, upload it")
     what.add_argument("--push", metavar="REPO_ID",
                       help="upload the adapter to this Hugging Face Hub repository (needs `hf auth login`)")
+    parser.add_argument("--quant", default="f16", choices=("f16", "q8_0"),
+                        help="with --gguf: 16-bit weights (f16, default) or 8-bit (q8_0: about half the size)")
+    parser.add_argument("--space-push", metavar="REPO_ID", default=None,
+                        help="with --space: also upload the folder as this Space (e.g. your-name/clinic-demo)")
     parser.add_argument("--public", action="store_true", help="with --push: make a new repository public "
                         "(default: private)")
     return parser
@@ -180,6 +199,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Adapter zip written to {zip_adapter(args.run_dir, args.zip)}")
         elif args.merged:
             print(f"Merged model saved to {merge_adapter(args.run_dir, args.merged)}")
+        elif args.gguf:
+            from .gguf_export import export_gguf
+
+            out = export_gguf(args.run_dir, args.gguf, args.quant)
+            print(f"GGUF written to {out} ({out.stat().st_size / 1e6:.0f} MB); in that folder: "
+                  f"`ollama create {out.stem} -f Modelfile`, then `ollama run {out.stem}`")
+        elif args.space:
+            from .space_export import export_space, push_space
+
+            out = export_space(args.run_dir, args.space)
+            print(f"Space written to {out}; `python app.py` there runs it locally")
+            if args.space_push:
+                print(f"Space pushed to {push_space(out, args.space_push, private=not args.public)}")
         else:
             print(f"Adapter pushed to {push_to_hub(args.run_dir, args.push, private=not args.public)}")
     except UserError as err:

@@ -339,8 +339,8 @@ TOKENIZED_CACHE_ENTRIES = 20  # datasets x settings kept; the oldest go first
 # the cut-off and the masking. The cache key below and the estimate's token count (estimate._dataset_tokens) are
 # both keyed on exactly these; any other setting (learning rate, LoRA rank, ...) reuses the tokens.
 TOKENIZED_DATA_FIELDS = ("model", "trust_remote_code", "data_path", "validation_path", "validation_fraction", "seed",
-                         "prompt_column", "response_column", "system_column", "text_column", "max_seq_length",
-                         "train_on_answers_only")
+                         "prompt_column", "response_column", "system_column", "system_prompt", "text_column",
+                         "max_seq_length", "train_on_answers_only")
 
 
 def _file_hash(path: str | Path) -> str:
