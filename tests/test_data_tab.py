@@ -55,14 +55,14 @@ def test_upload_fills_every_output(ctx, gradio_uploads):
     assert list(out.table.columns) == ["question", "answer"]
     assert "Is &lt;b&gt; bold?" in out.preview and "Yes &amp; no.&lt;|im_end|&gt;" in out.preview
     assert "Tokens per example" in out.stats and "<svg" in out.histogram and "cut-off: 128 tokens" in out.histogram
-    assert out.problems.to_dict("records")[0]["Row"] == 2
+    assert out.problems.to_dict("records")[0]["Row"] == "Line 2"
     assert "Training rows: **1**" in out.split
     mapping = (out.prompt_column, out.response_column, out.system_column, out.text_column)
     assert tuple(box["value"] for box in mapping) == ("question", "answer", "", "")
 
     dropped = data_tab.on_drop(ctx, path, "question", "answer", "", "", "tiny-test", True, 128, 0.0, "")
-    assert dropped.data_path.endswith("my data (1).clean.jsonl") and "Dropped 1" in dropped.drop_note
-    assert "Chat messages" in dropped.status
+    assert dropped.data_path.endswith("my data (1).clean.jsonl") and "dropped 1 unusable" in dropped.drop_note
+    assert "Question / answer" in dropped.status  # the copy keeps the user's own columns
 
 
 def test_bad_upload_is_one_sentence(ctx, gradio_uploads):
@@ -132,3 +132,48 @@ def test_a_path_outside_the_app_folders_is_refused_by_every_handler(ctx, tmp_pat
     assert "**Token lengths unavailable:** The model folder elsewhere is outside the app's folders" in out.stats
     # The shipped sample itself was read: its rows are shown.
     assert "Chat messages" in out.status or "Detected" in out.status
+
+
+CLINIC = ("Customer question,Our reply\n"
+          "How do I book an appointment with the clinic?,Call us at +44 20 7946 0958 or mail desk@clinic.org.\n"
+          ",\n"
+          "How can I book an appointment with the clinic?,Call us at +44 20 7946 0958 or mail desk@clinic.org!\n"
+          "What are your hours?,\n"
+          "How do I book an appointment with the clinic?,We do not take bookings.\n"
+          "Tell me everything about parking.," + " ".join(["The car park is behind the building."] * 60) + "\n")
+
+
+def test_new_problem_kinds_at_the_rows_the_spreadsheet_shows(ctx, gradio_uploads):
+    """Issue 15: blank rows, reworded copies, contradictions, personal data and rows over the cut-off are listed
+    at the spreadsheet's row numbers (header = row 1) with the row's first words and the row it resembles; the
+    mapping opens when unsure; the fixed copy stays a CSV."""
+    source = gradio_uploads / "clinic.csv"
+    source.write_text(CLINIC, encoding="utf-8")
+    out = data_tab.on_upload(ctx, str(source), "tiny-test", True, 128, 0.0, "")
+    assert out.file_name == "clinic.csv" and out.data_path.endswith("clinic.csv") and out.data_path != "clinic.csv"
+    found = {(r["Row"], r["Problem"]): r for r in out.problems.to_dict("records")}
+    assert {("Row 2", "personal data"), ("Row 3", "blank row"), ("Row 4", "near duplicate"),
+            ("Row 5", "empty response"), ("Row 6", "contradiction"), ("Row 7", "too long")} <= set(found)
+    near = found[("Row 4", "near duplicate")]
+    assert near["Like row"] == "Row 2" and near["Alike"].endswith("%") and near["Starts with"].startswith("How can I")
+    assert found[("Row 6", "contradiction")]["Like row"] == "Row 2"
+    assert out.mapping_panel["open"] is True and out.prompt_column["value"] == "Customer question"
+    assert out.readiness.startswith("**Is this enough?**") and "usable rows" in out.readiness
+
+    fixes = ["drop_near_duplicates", "mask_personal_data", "drop_long"]
+    fixed = data_tab.on_fix(ctx, fixes, out.data_path, "Customer question", "Our reply", "", "", "tiny-test", True,
+                            128, 0.0, "")
+    assert fixed.file_name == "clinic.clean.csv" and "Kept" in fixed.drop_note and "masked" in fixed.drop_note
+    text = Path(fixed.data_path).read_text(encoding="utf-8")
+    assert text.startswith("Customer question,Our reply") and "[EMAIL]" in text and "desk@clinic.org" not in text
+    assert "How can I book" not in text and "parking" not in text
+    kinds = {r["Problem"] for r in fixed.problems.to_dict("records")}
+    assert not kinds & {"near duplicate", "personal data", "too long"}
+    assert data_tab.on_fix(ctx, [], out.data_path, "", "", "", "", "tiny-test", True, 128, 0.0, "").drop_note
+
+
+def test_a_document_gets_a_sentence_that_stays(ctx, gradio_uploads):
+    doc = gradio_uploads / "faq.docx"
+    doc.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    out = data_tab.on_upload(ctx, str(doc), "tiny-test", True, 128, 0.1, "")
+    assert out.status.startswith("**Error:**") and ".xlsx" in out.status and "Traceback" not in out.status

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import data, paths
 from ..config import RunConfig
+from ..data.readers import DOCUMENTS
 from ..errors import UserError
 from ..models import load_tokenizer
 from .common import (
@@ -127,10 +128,18 @@ def histogram_svg(lengths: list[int], max_seq_length: int, bins: int = 30) -> st
             f'{"".join(bars)}{axis}{cut}</svg>')
 
 
+PROBLEM_COLUMNS = ["Row", "Problem", "Details", "Starts with", "Like row", "Alike"]
+
+
 def problems_frame(report: data.DataReport) -> pd.DataFrame:
-    rows = [{"Row": p.row, "Problem": p.kind.replace("_", " "), "Details": p.message}
+    """One line per problem, numbered as the user's file shows its rows (spreadsheet row, line or item): the
+    row's first words, and for a reworded copy, a contradiction or a leak the row it resembles and how much."""
+    unit = report.row_unit.capitalize()
+    rows = [{"Row": f"{unit} {p.row}", "Problem": p.kind.replace("_", " "), "Details": p.message,
+             "Starts with": p.quote, "Like row": "" if p.other_row is None else f"{unit} {p.other_row}",
+             "Alike": "" if p.similarity is None else f"{p.similarity:.0f}%"}
             for p in report.problems[:PROBLEM_ROWS_SHOWN]]
-    return pd.DataFrame(rows, columns=["Row", "Problem", "Details"])
+    return pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
 
 
 def status_markdown(report: data.DataReport) -> str:
@@ -170,14 +179,19 @@ class _PlainTokenizer:
     eos_token = ""
 
 
+def model_tokenizer(model: str, roots: tuple[Path, ...] | None = None):
+    """The model's tokenizer (a model folder from a client must lie inside `roots`); raises a UserError."""
+    if roots is not None:
+        model = paths.check_client_model(model, roots)
+    return cached_tokenizer(model)
+
+
 def model_view(report: data.DataReport, model: str, answers_only: bool, max_len: int,
                roots: tuple[Path, ...] | None = None) -> tuple[str, str, str]:
     """(preview HTML, stats markdown, histogram SVG) for a report and a model. With `roots` (the model came from a
     client), a model folder must lie inside them."""
     try:
-        if roots is not None:
-            model = paths.check_client_model(model, roots)
-        tokenizer = cached_tokenizer(model)
+        tokenizer = model_tokenizer(model, roots)
     except Exception as err:  # noqa: BLE001 - shown as one sentence, the preview still works
         rows = [(row, data.render_segments(e, _PlainTokenizer(), answers_only))
                 for row, e in _first_usable(report)]
@@ -185,6 +199,20 @@ def model_view(report: data.DataReport, model: str, answers_only: bool, max_len:
     rows = [(row, data.render_segments(e, tokenizer, answers_only)) for row, e in _first_usable(report)]
     stats = data.token_stats(report.examples, tokenizer, int(max_len))
     return segments_html(rows), data.describe_stats(stats), histogram_svg(stats["lengths"], int(max_len))
+
+
+def checked(report: data.DataReport, model: str, max_len: int, roots: tuple[Path, ...] | None) -> tuple:
+    """(report with the cross-row checks added, the tokenizer or None): rows over the cut-off need the model's
+    tokenizer; without one the other checks still run."""
+    try:
+        tokenizer = model_tokenizer(model, roots)
+    except Exception:  # noqa: BLE001 - model_view says why in the stats line
+        tokenizer = None
+    return data.check_report(report, tokenizer, int(max_len)), tokenizer
+
+
+def readiness_markdown(report: data.DataReport, tokenizer) -> str:
+    return f"**Is this enough?** {data.readiness(report, tokenizer=tokenizer)}"
 
 
 def _first_usable(report: data.DataReport) -> list[tuple[int, dict]]:
@@ -224,6 +252,9 @@ class DataView:
     response_column: Any = keep()
     system_column: Any = keep()
     text_column: Any = keep()
+    file_name: Any = keep()  # the training file's name as the page shows it (data_path holds the server's path)
+    mapping_panel: Any = keep()  # the column-mapping accordion: opened when the detection is unsure
+    readiness: Any = keep()  # "Is this enough?"
 
 
 @dataclass
@@ -273,13 +304,18 @@ def show(ctx: UIContext, path: str, mapping, model_name, only_answers, length, f
         if previous and previous != path:
             kept = f" Nothing changed: the training file is still **{Path(previous).name}**."
             return DataView(status=error_markdown(err) + kept)
-        return DataView(path, error_markdown(err), pd.DataFrame(), "", "", "", problems_frame_empty(), "", "")
-    html_preview, stats_line, svg = model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH,
-                                               app_roots(ctx))
+        return DataView(path, error_markdown(err), pd.DataFrame(), "", "", "", problems_frame_empty(), "", "",
+                        file_name=Path(path).name, readiness="")
+    length = length or DEFAULT_MAX_SEQ_LENGTH
+    html_preview, stats_line, svg = model_view(report, model_name, only_answers, length, app_roots(ctx))
+    report, tokenizer = checked(report, model_name, length, app_roots(ctx))
     choices = _mapping_choices(report)
     boxes = [gr.update(choices=choices, value=v) for v in dataclasses.astuple(report.mapping)]  # MAPPING_FIELDS
     return DataView(path, status_markdown(report), report.preview, html_preview, stats_line, svg,
-                    problems_frame(report), split_markdown(report, frac, val_path), "", *boxes)
+                    problems_frame(report), split_markdown(report, frac, val_path), "", *boxes,
+                    file_name=Path(path).name,
+                    mapping_panel=gr.update(open=True) if report.mapping_unsure else gr.skip(),
+                    readiness=readiness_markdown(report, tokenizer))
 
 
 def on_upload(ctx: UIContext, file, model_name, only_answers, length, frac, val_path, previous="",
@@ -305,16 +341,19 @@ def on_mapping(ctx: UIContext, path, prompt, response, system, text, model_name,
 
 
 def on_view(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length) -> DataView:
-    """Model, cut-off or masking changed: redraw the preview and the stats from the cached report."""
+    """Model, cut-off or masking changed: redraw the preview, the stats and the problems (rows over the cut-off
+    depend on both) from the cached report."""
     if not path:
         return DataView(preview="", stats="", histogram="")
     try:
+        length = length or DEFAULT_MAX_SEQ_LENGTH
         report = analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text))
-        preview, stats, histogram = model_view(report, model_name, only_answers, length or DEFAULT_MAX_SEQ_LENGTH,
-                                               app_roots(ctx))
+        preview, stats, histogram = model_view(report, model_name, only_answers, length, app_roots(ctx))
+        report, tokenizer = checked(report, model_name, length, app_roots(ctx))
     except Exception as err:  # noqa: BLE001
         return DataView(preview="", stats=error_markdown(err), histogram="")
-    return DataView(preview=preview, stats=stats, histogram=histogram)
+    return DataView(preview=preview, stats=stats, histogram=histogram, problems=problems_frame(report),
+                    readiness=readiness_markdown(report, tokenizer))
 
 
 def on_length(ctx: UIContext, length, path, prompt, response, system, text, model_name, only_answers) -> tuple:
@@ -323,21 +362,48 @@ def on_length(ctx: UIContext, length, path, prompt, response, system, text, mode
     return length, *slots(on_view(ctx, path, prompt, response, system, text, model_name, only_answers, length))
 
 
-def on_drop(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length, frac,
-            val_path) -> DataView:
+# The fixes the page offers, by the words it shows: (label, Fixes field). "Drop bad rows" is the first two.
+FIX_CHOICES = [
+    ("Drop rows that cannot be used", "drop_unusable"),
+    ("Drop repeats (keep the first)", "drop_duplicates"),
+    ("Drop reworded copies (keep the first)", "drop_near_duplicates"),
+    ("Drop rows longer than the cut-off", "drop_long"),
+    ("Hide personal data ([EMAIL], [PHONE] ...)", "mask_personal_data"),
+]
+DEFAULT_FIXES = ["drop_unusable", "drop_duplicates"]
+
+
+def on_fix(ctx: UIContext, chosen, path, prompt, response, system, text, model_name, only_answers, length, frac,
+           val_path) -> DataView:
+    """Write a fixed copy of the training file (same format as the user's) with the chosen fixes, and use it."""
     if not path:
         return DataView(drop_note="Upload a file first.")
+    chosen = set(chosen or [])
+    if not chosen:
+        return DataView(drop_note="Tick at least one fix first.")
+    mapping = _mapping_of(prompt, response, system, text)
+    length = int(length or DEFAULT_MAX_SEQ_LENGTH)
     try:
-        report = analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text))
-        dropped = len(report.bad_rows())
-        if not dropped:
-            return DataView(drop_note="No bad rows to drop.")
-        clean = data.write_clean_copy(report, ctx.uploads_dir)
+        fixes = data.Fixes(**{name: name in chosen for _, name in FIX_CHOICES})
+        report, tokenizer = checked(analyse(client_path(ctx, path), mapping), model_name, length, app_roots(ctx))
+        if fixes.drop_long and tokenizer is None:
+            model_tokenizer(model_name, app_roots(ctx))  # raises the sentence that says why
+        result = data.write_fixed_copy(report, ctx.uploads_dir, fixes, tokenizer, length)
     except Exception as err:  # noqa: BLE001
         return DataView(drop_note=error_markdown(err))
-    view = show(ctx, str(clean), None, model_name, only_answers, length, frac, val_path)
-    view.drop_note = f"Dropped {dropped:,} rows; training now uses **{clean.name}**."
+    if not sum(result.dropped.values()) and not result.masked:
+        result.path.unlink(missing_ok=True)
+        return DataView(drop_note="Nothing to fix: the file stays as it is.")
+    view = show(ctx, str(result.path), mapping, model_name, only_answers, length, frac, val_path)
+    view.drop_note = f"{result.summary()} Training now uses this copy; your own file is unchanged."
     return view
+
+
+def on_drop(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length, frac,
+            val_path) -> DataView:
+    """"Drop bad rows": the fixed copy without unusable rows and repeats."""
+    return on_fix(ctx, DEFAULT_FIXES, path, prompt, response, system, text, model_name, only_answers, length, frac,
+                  val_path)
 
 
 def split_for(ctx: UIContext, path, prompt, response, system, text, frac, val_path) -> str:
@@ -383,18 +449,23 @@ def build_data_tab(ctx: UIContext) -> None:
                 "from a sample. The format is detected; check the preview below: it is exactly what the model "
                 "reads, with the part it learns to write in green.")
     with gr.Row():
-        upload = gr.File(label="Upload a data file", file_types=sorted(data.EXTENSIONS), type="filepath",
+        # Documents (.docx, .pdf) are let through so the server says what to do with them, on the page: refused
+        # here, the browser would show only a toast that fades.
+        upload = gr.File(label="Upload a data file", file_types=sorted(data.EXTENSIONS) + list(DOCUMENTS),
+                         type="filepath",
                          elem_id="data-upload", scale=2)
         with gr.Column(scale=2):
             samples = [(p.name, str(p)) for p in data.sample_files()]
             sample = gr.Dropdown(choices=samples, value=None, label="...or start from a sample", elem_id="data-sample",
                                  info="Small datasets written for Studio: a support bot, legal clauses, recipes, "
                                       "product notes.")
-            data_path = config_component("data_path", label="Training file", interactive=False)
+            data_path = config_component("data_path", label="Training file", interactive=False, visible=False)
+            file_name = gr.Textbox(label="Training file", interactive=False, elem_id="data-file-name")
     status = gr.Markdown(elem_id="data-status")
     specs = {f.name: f for f in dataclasses.fields(RunConfig)}
-    with gr.Accordion("Column mapping (detected automatically; change it if the detection is wrong)", open=False), \
-            gr.Row():
+    readiness = gr.Markdown(elem_id="data-readiness")
+    with gr.Accordion("Column mapping (detected automatically; change it if the detection is wrong)",
+                      open=False) as mapping_panel, gr.Row():
         mapping_boxes = [gr.Dropdown(choices=[""], value="", allow_custom_value=True, elem_id=f"field-{name}",
                                      label=name.replace("_", " ").capitalize(), info=specs[name].metadata["help"])
                          for name in MAPPING_FIELDS]
@@ -412,7 +483,12 @@ def build_data_tab(ctx: UIContext) -> None:
                             elem_id="data-problems")
     with gr.Row():
         drop = gr.Button("Drop bad rows", elem_id="data-drop")
-        drop_note = gr.Markdown()
+        drop_note = gr.Markdown(elem_id="data-fix-note")
+    with gr.Row():
+        fix_choices = gr.CheckboxGroup(FIX_CHOICES, value=DEFAULT_FIXES, label="Fixes", elem_id="data-fixes",
+                                       info="A fixed copy is written in your file's own format; your file is "
+                                            "never changed.", scale=3)
+        fix = gr.Button("Write a fixed copy", elem_id="data-fix", scale=1)
     gr.Markdown("#### Validation")
     meta = specs["validation_fraction"].metadata
     fraction = gr.Slider(meta["min"], meta["max"], value=defaults.validation_fraction, step=0.05,
@@ -426,7 +502,7 @@ def build_data_tab(ctx: UIContext) -> None:
     model = ctx.fields.get("model") or gr.State(ctx.default_model)
     max_len = gr.State(DEFAULT_MAX_SEQ_LENGTH)
     view = DataView(data_path, status, table, preview, stats_md, histogram, problems, split_md, drop_note,
-                    *mapping_boxes)
+                    *mapping_boxes, file_name=file_name, mapping_panel=mapping_panel, readiness=readiness)
     outputs = slots(view)
     mapping_in = [data_path, *mapping_boxes]
     tab = DataTab(view, mapping_in, model, answers_only, max_len, fraction, validation_path)
@@ -440,6 +516,7 @@ def build_data_tab(ctx: UIContext) -> None:
     if not isinstance(model, gr.State):
         model.change(bind(on_view, ctx), view_inputs, outputs, api_visibility="private")
     drop.click(bind(on_drop, ctx), [*mapping_in, *looks], outputs, api_visibility="private")
+    fix.click(bind(on_fix, ctx), [fix_choices, *mapping_in, *looks], outputs, api_visibility="private")
     fraction.change(bind(split_for, ctx), [*mapping_in, fraction, validation_path], split_md,
                     api_visibility="private")
     validation_upload.upload(bind(on_validation, ctx), [validation_upload, fraction, *mapping_in],
@@ -457,4 +534,4 @@ def build_data_tab(ctx: UIContext) -> None:
 
 
 def problems_frame_empty() -> pd.DataFrame:
-    return pd.DataFrame(columns=["Row", "Problem", "Details"])
+    return pd.DataFrame(columns=PROBLEM_COLUMNS)
