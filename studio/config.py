@@ -23,6 +23,8 @@ TINY_TEST_MODEL = "tiny-test"  # a 2-layer random model with the bundled tokeniz
 METHODS = methods.CHOICES
 METHOD_LABELS = methods.LABELS
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
+# Experiment trackers the Trainer can log to (transformers' report_to names); "none" logs to events.jsonl only.
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 
 
 def _field(default: Any, help: str, minimum: float | None = None, maximum: float | None = None,
@@ -130,6 +132,19 @@ class RunConfig:
     logging_every: int = _field(1, "Log the training loss every N optimizer steps.", 1, 10_000, group="monitoring",
                                 label="Log every (steps)")
     run_name: str = _field("", "Optional name shown in the run history.", group="monitoring")
+    early_stopping_patience: int = _field(3, "Early stopping: end the run after this many validations in a row "
+                                          "without a lower validation loss (the model has stopped getting better at "
+                                          "your held-out rows and may start learning the training rows by heart); "
+                                          "0 = off. Needs validation data and 'Validate every' above 0. The adapter "
+                                          "kept is always the one with the lowest validation loss.", 0, 1000,
+                                          group="monitoring", label="Early stopping patience")
+    report_card: bool = _field(True, "After a run with validation data, write its report card (report.html): "
+                               "better at your task, general knowledge kept, no parroting, what to try next. Adds "
+                               "at most a quarter to the run's time.", group="monitoring", label="Report card")
+    report_to: str = _field("none", "Also log the run to an experiment tracker: TensorBoard, Weights & Biases "
+                            "(wandb), MLflow or Trackio (its package must be installed; wandb and mlflow need an "
+                            "account or server set up).", choices=TRACKERS, group="monitoring",
+                            label="Log to tracker")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

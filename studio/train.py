@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -17,8 +18,9 @@ from pathlib import Path
 
 from . import methods, packing
 from .config import RunConfig
-from .errors import DataError, UserError
+from .errors import ConfigError, DataError, UserError
 from .events import (
+    ADAPTER_CONFIG,
     ADAPTER_DIR,
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -46,6 +48,11 @@ TRAINED_LOGITS_ONLY = True  # vocabulary logits and loss only where a token is t
 TUNE_CPU_THREADS = True  # on a CPU, time steps with each thread count and keep the fastest (cores may be shared)
 CACHE_TOKENIZED = True  # reuse the tokenised data of an earlier run on the same file, tokenizer and settings
 FAST_DROPOUT = True  # on a CPU, LoRA dropout masks from 16-bit random numbers: a third of the cost of nn.Dropout
+
+# The adapter of the lowest validation loss so far, kept beside the Trainer's checkpoints (its rotation only
+# removes checkpoint-*); at the end it becomes the run's adapter when the last evaluation is worse.
+# (Its home would be studio/events.py, beside ADAPTER_DIR and CHECKPOINTS_DIR.)
+BEST_ADAPTER_DIR = f"{CHECKPOINTS_DIR}/best-adapter"
 
 
 
@@ -190,11 +197,14 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
 
     model = build_model(config, method, step_tokens=longest_step_tokens(config, train_set["length"]))
     reporter = callback_class("EventCallback")(run_dir, events, config, method)
+    keeper = callback_class("BestAdapter")(run_dir, config.early_stopping_patience if val_set is not None else 0)
     trainer = build_trainer(config, method, model, tokenizer, train_set, val_set, run_dir,
-                            callbacks=[*callbacks, reporter])
+                            callbacks=[*callbacks, reporter, keeper])
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.info("no checkpoint to resume from; starting from step 0")
+    if checkpoint is not None:
+        keeper.restore(int(checkpoint.name.split("-")[-1]))
     if val_set is not None and checkpoint is None:
         # The validation loss of the untouched model is the point the curve starts from: the user sees how far
         # training moved it, and the first real evaluation already draws a line, not a lone dot (a one-point
@@ -214,8 +224,22 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
         # The final validation loss, unless the Trainer has just measured it (its last step was an eval step).
         trainer.evaluate()  # its on_log writes the "eval" event
     adapter_dir = run_dir / ADAPTER_DIR
-    trainer.model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
+    last_loss = next((entry["eval_loss"] for entry in reversed(trainer.state.log_history)
+                      if "eval_loss" in entry and entry.get("step") == step), None)
+    adapter_step = step
+    if keeper.better_than(last_loss, step):
+        # The last evaluation is worse than the best one: the adapter kept is the best evaluation's.
+        import shutil
+
+        with replacing_folder(adapter_dir) as tmp:
+            shutil.copytree(run_dir / BEST_ADAPTER_DIR, tmp, dirs_exist_ok=True)
+            tokenizer.save_pretrained(tmp)
+        adapter_step = keeper.best_step
+        log.info("adapter of step %d kept (validation loss %.4f; %.4f at step %d)", adapter_step, keeper.best_loss,
+                 last_loss, step)
+    else:
+        trainer.model.save_pretrained(adapter_dir)
+        tokenizer.save_pretrained(adapter_dir)
     status = "stopped" if stopped else "finished"
     # The speed as this process measured it, not re-read from events.jsonl: the adapter is saved, and nothing in
     # that file (a damaged line) or in the speed record (a full disk) may turn a finished run into a failed one.
@@ -227,12 +251,73 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
             record_speed(config.model, method.name, speed)
         except Exception:  # noqa: BLE001 - a hint for the next estimate, never worth the run
             log.warning("speed not recorded", exc_info=True)
-    events.write("end", status=status, step=trainer.state.global_step, adapter=ADAPTER_DIR,
-                 peak_memory_gb=peak_memory_gb())
+    why = ""
+    if keeper.stopped_early:
+        why = (f"Stopped early at step {step}: the validation loss has not gone below {keeper.best_loss:.4f} "
+               f"(step {keeper.best_step}) in {keeper.patience} validations, so more training would only learn "
+               f"the training rows by heart. The adapter of step {adapter_step} is kept.")
+    peak_gb = peak_memory_gb()  # of the training, before the report card loads its own model
+    report = None
+    if config.report_card and val_set is not None and status == "finished":
+        report = report_card(run_dir, trainer, step)
+    events.write("end", status=status, step=trainer.state.global_step, adapter=ADAPTER_DIR, peak_memory_gb=peak_gb,
+                 stopped_early=keeper.stopped_early, best_step=keeper.best_step, adapter_step=adapter_step,
+                 best_eval_loss=keeper.best_loss, message=why or None,
+                 report=report_file(report), verdict=report["verdict"]["text"] if report else None)
     write_status(run_dir, status=status, step=trainer.state.global_step, total_steps=trainer.state.max_steps,
-                 pid=os.getpid())
+                 pid=os.getpid(), **({"message": why} if why else {}))
     (run_dir / STOP_FILE).unlink(missing_ok=True)
     return status
+
+
+def report_card(run_dir: Path, trainer, step: int) -> dict | None:
+    """The run's report card (studio/evaluate.py: report.json, report.html), written here in the worker once the
+    adapter is saved, its headline figures logged to the run's tracker too. A report that fails costs the report,
+    never the run: the adapter is saved and the run finished; the reason goes to the log."""
+    from . import evaluate
+
+    total = trainer.state.max_steps
+    release_model(trainer)  # the report loads the base model and the saved adapter: one model in memory, not two
+
+    def progress(stage: str) -> None:
+        # "running" with a message: the run is busy, not stalled (jobs.stalled_for), until the "end" event.
+        write_status(run_dir, status="running", step=step, total_steps=total, pid=os.getpid(),
+                     message=f"Writing the report card: {stage}")
+
+    try:
+        report = evaluate.evaluate_run(run_dir, check_gpu=False, progress=progress)
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.warning("report card not written", exc_info=True)
+        return None
+    figures = {f"report/{name}": float(value) for name, value in report["headline"].items()
+               if isinstance(value, (int, float)) and value is not None}
+    try:
+        trainer.log(figures)  # to the tracker chosen by report_to (the event log ignores these keys)
+    except Exception:  # noqa: BLE001 - a tracker's failure must not cost the report
+        log.warning("report figures not logged to the tracker", exc_info=True)
+    return report
+
+
+def report_file(report: dict | None) -> str | None:
+    from .evaluate import REPORT_HTML
+
+    return REPORT_HTML if report else None
+
+
+def release_model(trainer) -> None:
+    """Drop the Trainer's references to the model and optimizer (the Trainer, accelerate, the callbacks) and
+    free their memory: the Trainer stays usable for log(), which needs neither."""
+    import gc
+
+    import torch
+
+    trainer.accelerator.free_memory()
+    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+    handler = trainer.callback_handler
+    handler.model = handler.optimizer = handler.lr_scheduler = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def build_trainer(config: RunConfig, method: Method, model, tokenizer, train_set, val_set, run_dir: Path,
@@ -498,9 +583,20 @@ def needs_gradient_checkpointing(config: RunConfig, method: str | Method, model,
     return need > 0.6 * free
 
 
-def training_arguments(config: RunConfig, method: Method, run_dir: Path, has_eval: bool):
+def tracker(config: RunConfig) -> list[str]:
+    """transformers' report_to for the run's tracker; one whose package is not installed is refused in one
+    sentence before training starts (the Trainer would fail with an ImportError deep in its set-up)."""
     import importlib.util
 
+    if config.report_to == "none":
+        return []
+    if importlib.util.find_spec(config.report_to) is None:
+        raise ConfigError(f"report_to is {config.report_to}, but the {config.report_to} package is not installed: "
+                          f"run `pip install {config.report_to}`, or set report_to to none.")
+    return [config.report_to]
+
+
+def training_arguments(config: RunConfig, method: Method, run_dir: Path, has_eval: bool):
     import torch
     from transformers import TrainingArguments
 
@@ -540,7 +636,7 @@ def training_arguments(config: RunConfig, method: Method, run_dir: Path, has_eva
         remove_unused_columns=False,
         # Packed rows hold no padding; "non_padding" would also skip real end-of-turn tokens when pad == eos.
         include_num_input_tokens_seen="all" if config.packing else "non_padding",
-        report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
+        report_to=tracker(config),
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
@@ -646,7 +742,7 @@ _CALLBACK_HOOKS: dict[str, type] = {}  # public name -> its hooks class, filled 
 
 @functools.cache
 def callback_class(name: str) -> type:
-    """The TrainerCallback subclass called `name` ("EventCallback" or "CpuThreadTuner")."""
+    """The TrainerCallback subclass called `name` ("EventCallback", "CpuThreadTuner" or "BestAdapter")."""
     from transformers import TrainerCallback
 
     hooks = _CALLBACK_HOOKS[name]
@@ -820,7 +916,54 @@ class _ThreadTunerHooks:
         return min(self.candidates, key=lambda n: sorted(timings[n])[len(timings[n]) // 2])
 
 
-_CALLBACK_HOOKS.update(EventCallback=_EventHooks, CpuThreadTuner=_ThreadTunerHooks)
+class _BestAdapterHooks:
+    """Keeps the adapter of the lowest validation loss (in BEST_ADAPTER_DIR) and ends the run once `patience`
+    validations in a row found none lower (0 = never ends it). The validation before training (step 0, the
+    untouched model) is the curve's starting point, not a candidate."""
+
+    def __init__(self, run_dir: Path, patience: int):
+        self.run_dir, self.patience = Path(run_dir), patience
+        self.best_loss: float | None = None
+        self.best_step: int | None = None
+        self.since_best = 0  # validations since the best one
+        self.stopped_early = False
+
+    def restore(self, resumed_from: int) -> None:
+        """On resume: the best so far from the run's eval events up to the checkpoint, if its adapter was kept."""
+        from .events import read_events, replay
+
+        if not (self.run_dir / BEST_ADAPTER_DIR / ADAPTER_CONFIG).is_file():
+            return
+        history = replay(read_events(self.run_dir))
+        evals = [(loss, step) for step, loss in zip(history.eval_steps, history.eval_loss) if 0 < step <= resumed_from]
+        if evals:
+            self.best_loss, self.best_step = min(evals)
+            self.since_best = sum(1 for _, step in evals if step > self.best_step)
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None or state.global_step == 0 or not math.isfinite(loss):
+            return
+        if self.best_loss is None or loss < self.best_loss:
+            self.best_loss, self.best_step, self.since_best = loss, state.global_step, 0
+            with replacing_folder(self.run_dir / BEST_ADAPTER_DIR) as tmp:
+                model.save_pretrained(tmp)  # a PeftModel saves the adapter alone: megabytes
+            return
+        self.since_best += 1
+        if self.patience and self.since_best >= self.patience and state.global_step < state.max_steps:
+            log.info("early stop at step %d: no lower validation loss than %.4f (step %d) in %d validations",
+                     state.global_step, self.best_loss, self.best_step, self.since_best)
+            self.stopped_early = True
+            control.should_training_stop = True
+
+    def better_than(self, last_loss: float | None, last_step: int) -> bool:
+        """Is the kept adapter better than the weights of last_step (whose validation loss is last_loss)?"""
+        return (self.best_step is not None and self.best_step != last_step and last_loss is not None
+                and self.best_loss < last_loss
+                and (self.run_dir / BEST_ADAPTER_DIR / ADAPTER_CONFIG).is_file())
+
+
+_CALLBACK_HOOKS.update(EventCallback=_EventHooks, CpuThreadTuner=_ThreadTunerHooks, BestAdapter=_BestAdapterHooks)
 
 
 def current_memory_gb() -> float:
