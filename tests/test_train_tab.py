@@ -264,3 +264,26 @@ def test_the_plots_span_the_run_and_hide_without_one(runs_dir):
     for plot in (view.loss_plot, view.lr_plot):
         assert plot["visible"] is True and plot["x_lim"] == [0, 40]
     assert list(view.loss_plot["value"]["step"])[-1] == 1
+
+
+def test_rising_validation_while_training_falls_is_said_in_plain_words(runs_dir):
+    logs = [("log", {"step": s, "loss": 3.0 - 0.2 * s}) for s in range(1, 10)]
+    evals = [("eval", {"step": s, "eval_loss": v}) for s, v in ((0, 4.0), (3, 2.5), (6, 2.6), (9, 2.9))]
+    make_run(runs_dir, "over", "running", [("start", {"total_steps": 20, "method": "lora32"}), *logs, *evals],
+             step=9, total_steps=20)
+    assert "learn your rows by heart" in train_tab.draw_run(runs_dir, "over").status
+    falling = [("eval", {"step": s, "eval_loss": v}) for s, v in ((0, 4.0), (3, 2.5), (6, 2.3), (9, 2.2))]
+    make_run(runs_dir, "fine", "running", [("start", {"total_steps": 20, "method": "lora32"}), *logs, *falling],
+             step=9, total_steps=20)
+    assert "by heart" not in train_tab.draw_run(runs_dir, "fine").status
+
+
+def test_a_finished_run_shows_its_report_card_verdict(runs_dir):
+    import json
+
+    run_dir = make_run(runs_dir, "rep", "finished", [("start", {"total_steps": 2, "method": "lora32"}),
+                                                    ("end", {"status": "finished", "step": 2})], step=2, total_steps=2)
+    assert "Report card" not in train_tab.draw_run(runs_dir, "rep").status
+    (run_dir / "report.json").write_text(json.dumps({"verdict": {"text": "Better at your task (+38%)."}}))
+    text = train_tab.draw_run(runs_dir, "rep").status
+    assert "### Report card\nBetter at your task (+38%)." in text and "rep/report.html" in text

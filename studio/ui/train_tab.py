@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -87,7 +88,8 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
     total = status.get("total_steps") or history.start.get("total_steps") or 0
     pct = 100.0 * step / total if total else 0.0
     badge = {"running": "🟢 running", "starting": "🟡 starting", "stopping": "🟡 stopping", "finished": "✅ finished",
-             "stopped": "⏹️ stopped", "failed": "❌ failed"}.get(state, state)
+             "stopped": "⏹️ stopped", "failed": "❌ failed", "pruned": "✂️ stopped early by the settings search",
+             }.get(state, state)
     last = history.last_log
     pace = measured_pace(status, history)
     left = (pace.left_s if pace else None) if state in LIVE else 0
@@ -107,6 +109,9 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
             f" · best validation loss **{history.best_eval_loss:.4f}**" if history.best_eval_loss is not None else ""))
     elif history.eval_loss:
         lines.append(f"Validation loss before training **{history.eval_loss[0]:.4f}**")
+    if learning_rows_by_heart(history):
+        lines.append("⚠️ Validation loss is rising while training loss falls: **the model is starting to learn your "
+                     "rows by heart** instead of the task. Early stopping keeps the best step's adapter.")
     if stall_help:
         lines.append("\n" + stall_help)
     elif state == "running" and step == 0:
@@ -127,7 +132,39 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
                             "no real gain; try more steps or the Balanced preset."))
     elif state == "stopped":
         lines.append("\nStopped: the adapter and a checkpoint are saved. **Resume** continues from the checkpoint.")
+    if history.end.get("stopped_early") and history.end.get("message"):
+        lines.append(f"\n{history.end['message']}")
+    lines += report_lines(run_dir)
     return "\n\n".join(lines)
+
+
+def learning_rows_by_heart(history) -> bool:
+    """The last two validations rose while the training loss fell over the same steps: overfitting is starting."""
+    if len(history.eval_loss) < 3 or len(history.train_loss) < 4:
+        return False
+    last, before = history.eval_loss[-1], history.eval_loss[-2]
+    since = history.eval_steps[-2]
+    train_then = [loss for step, loss in zip(history.train_steps, history.train_loss) if step <= since][-3:]
+    train_now = history.train_loss[-3:]
+    if not train_then:
+        return False
+    return last > before * 1.01 and sum(train_now) / len(train_now) < sum(train_then) / len(train_then)
+
+
+def report_lines(run_dir) -> list[str]:
+    """The report card's verdict, once the worker has written it, and where the whole report is."""
+    from ..evaluate import REPORT_HTML, read_report
+
+    report = read_report(run_dir)
+    if not report:
+        return []
+    verdict = report.get("verdict")
+    text = verdict.get("text") if isinstance(verdict, dict) else verdict
+    lines = [f"### Report card\n{text}"] if text else []
+    lines.append(f"The whole report (answers side by side, general knowledge, parroting) is "
+                 f"`{Path(run_dir).name}/{REPORT_HTML}` in the runs folder: open it in a browser or send it to a "
+                 f"colleague.")
+    return lines
 
 
 def history_table(runs_dir) -> pd.DataFrame:
