@@ -329,7 +329,8 @@ def test_cache_key_follows_exactly_the_tokenised_data_fields(tokenizer, tmp_path
     key = train.tokenized_cache_key(config, tokenizer)
     changed = {"validation_fraction": 0.3, "seed": 7, "prompt_column": "q", "response_column": "a",
                "system_column": "s", "text_column": "t", "max_seq_length": 64, "train_on_answers_only": False,
-               "trust_remote_code": True, "model": "other/model"}
+               "trust_remote_code": True, "model": "other/model",
+               "system_prompt": "You answer as the clinic's front desk."}
     assert set(changed) == set(train.TOKENIZED_DATA_FIELDS) - {"data_path", "validation_path"}
     for name, value in changed.items():
         assert train.tokenized_cache_key(dataclasses.replace(config, **{name: value}), tokenizer) != key, name

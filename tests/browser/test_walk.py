@@ -95,7 +95,8 @@ def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, sho
     expect(preview).to_contain_text("Row 1", timeout=30_000)
     expect(preview).not_to_contain_text("(#0)")  # the CSV's preview is gone
     expect(preview).to_contain_text("On Zorblax the sky is bright green.")
-    expect(page.locator("#field-data_path textarea, #field-data_path input").first).to_have_value(
+    # The page names the user's file, not the server's copy of it.
+    expect(page.locator("#data-file-name textarea, #data-file-name input").first).to_have_value(
         re.compile(r"support\.jsonl$"))
     ui.screenshot(page, shots_dir, "2-data")
 
