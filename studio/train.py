@@ -191,15 +191,18 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
     method = models.training_method(config)
     log.info("method %s, config %s", method.name, config.to_json())
     tokenizer = models.load_tokenizer(config.model, config.trust_remote_code)
-    config = packing.for_model(config, models.load_config(config.model, config.trust_remote_code))
+    model_config = models.load_config(config.model, config.trust_remote_code)
+    config = packing.for_model(config, model_config)
     train_set, val_set = load_datasets(config, tokenizer)
     config.check_data_size(len(train_set))
 
-    model = build_model(config, method, step_tokens=longest_step_tokens(config, train_set["length"]))
-    reporter = callback_class("EventCallback")(run_dir, events, config, method)
+    precision = cpu_precision(config, model_config)
+    model = build_model(config, method, step_tokens=longest_step_tokens(config, train_set["length"]),
+                        precision=precision)
+    reporter = callback_class("EventCallback")(run_dir, events, config, method, precision=precision)
     keeper = callback_class("BestAdapter")(run_dir, config.early_stopping_patience if val_set is not None else 0)
     trainer = build_trainer(config, method, model, tokenizer, train_set, val_set, run_dir,
-                            callbacks=[*callbacks, reporter, keeper])
+                            callbacks=[*callbacks, reporter, keeper], precision=precision)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.info("no checkpoint to resume from; starting from step 0")
@@ -248,7 +251,7 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
         from .estimate import record_speed
 
         try:
-            record_speed(config.model, method.name, speed)
+            record_speed(config.model, speed_key(method, precision), speed)
         except Exception:  # noqa: BLE001 - a hint for the next estimate, never worth the run
             log.warning("speed not recorded", exc_info=True)
     why = ""
@@ -320,9 +323,28 @@ def release_model(trainer) -> None:
         torch.cuda.empty_cache()
 
 
+def cpu_precision(config: RunConfig, model_config=None):
+    """The run's CPU number format (a studio.precision.Precision: fp32 or bf16, and why), or None on a GPU, where
+    the method decides. "auto" probes a product of the model's own shape (model_config)."""
+    from . import models, precision
+
+    if models.cuda_available():
+        return None
+    shape = precision.model_shape(model_config) if model_config is not None else None
+    chosen = precision.choose(config.cpu_precision, shape=shape)
+    log.info("cpu precision: %s (%s)", chosen.name, chosen.reason)
+    return chosen
+
+
+def speed_key(method: Method, precision=None) -> str:
+    """The speed record's name of how a run computes: the method, with "+bf16" for bf16 on a CPU (another speed)."""
+    return f"{method.name}+bf16" if precision is not None and precision.bf16 else method.name
+
+
 def build_trainer(config: RunConfig, method: Method, model, tokenizer, train_set, val_set, run_dir: Path,
-                  callbacks=()):
-    """The Trainer of a run, with the studio's fast path: trained-positions-only loss, thread tuning on CPU."""
+                  callbacks=(), precision=None):
+    """The Trainer of a run, with the studio's fast path: trained-positions-only loss, thread tuning on CPU.
+    `precision`: the CPU format (cpu_precision); bf16 runs each forward under CPU autocast."""
     import torch
     from transformers import PrinterCallback, ProgressCallback
 
@@ -333,6 +355,7 @@ def build_trainer(config: RunConfig, method: Method, model, tokenizer, train_set
     trainer = studio_trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
                                      data_collator=packing.make_collator(config, tokenizer),
                                      processing_class=tokenizer, callbacks=callbacks)
+    trainer.cpu_bf16 = precision is not None and precision.bf16
     # Progress goes to events.jsonl; the worker's stdout carries only the run folder.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -516,7 +539,10 @@ def longest_step_tokens(config: RunConfig, lengths: list[int]) -> int:
     return sum(longest) if config.packing else config.batch_size * longest[0]
 
 
-def build_model(config: RunConfig, method: str | Method, step_tokens: int | None = None):
+def build_model(config: RunConfig, method: str | Method, step_tokens: int | None = None, precision=None):
+    """The base model with its LoRA adapter, ready to train. `precision` (cpu_precision): with bf16 the frozen
+    weights of the decoder's linear layers are held in bf16 (half the memory, no cast in each forward); the
+    embeddings, norms and the LoRA weights (and so their optimizer state) stay fp32."""
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
@@ -536,11 +562,28 @@ def build_model(config: RunConfig, method: str | Method, step_tokens: int | None
     model.config.use_cache = False  # the KV cache is useless while training and costs memory
     if config.packing and VARLEN_ATTENTION and packing.supports_varlen_attention(model.config):
         packing.use_varlen_attention(model)
+    if precision is not None and precision.bf16 and not method.quantized:
+        to_bf16_linear_weights(model)
     set_seed(config.seed)  # the LoRA initialisation follows the run's seed
     model = get_peft_model(model, models.lora_config(config))
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32 and not method.half:
+            param.data = param.data.float()  # trained weights and their Adam state in fp32, whatever the base
     if FAST_DROPOUT and not torch.cuda.is_available():
         packing.use_fast_dropout(model)
     return model
+
+
+def to_bf16_linear_weights(model) -> int:
+    """Hold the decoder's linear weights in bf16 (returns how many layers). The output projection is left alone:
+    it is often tied to the input embeddings, which stay fp32 (autocast computes it in bf16 all the same)."""
+    import torch
+
+    output = model.get_output_embeddings()
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output]
+    for layer in layers:
+        layer.to(torch.bfloat16)
+    return len(layers)
 
 
 def activation_bytes_per_token(model_config, method: str | Method) -> float:
@@ -674,6 +717,12 @@ def studio_trainer_class():
             return self.lr_scheduler
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # bf16 on a CPU: the forward under autocast (matmuls in bf16, the residual stream, the norms and the
+            # loss in fp32); the backward runs outside it, as torch advises, and the trained weights stay fp32.
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=getattr(self, "cpu_bf16", False)):
+                return self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        def _compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not (TRAINED_LOGITS_ONLY and "labels" in inputs and _accepts_logits_to_keep(model)):
                 self.loss_is_scaled_for_ga = None
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -759,8 +808,10 @@ def __getattr__(name: str):
 class _EventHooks:
     """Turns Trainer hooks into events and status updates; checks the STOP file every step."""
 
-    def __init__(self, run_dir: Path, events: EventWriter, config: RunConfig, method: str | Method):
+    def __init__(self, run_dir: Path, events: EventWriter, config: RunConfig, method: str | Method,
+                 precision=None):
         self.run_dir, self.events, self.config, self.method = run_dir, events, config, methods.get(method)
+        self.precision = precision  # studio.precision.Precision on a CPU, None on a GPU
         self.t0 = time.time()
         self.tokens_at_start = 0
         self.last_status = 0.0
@@ -772,7 +823,9 @@ class _EventHooks:
         self.tokens_at_start = state.num_input_tokens_seen or 0
         self.step_at_start = state.global_step
         self.events.write("start", total_steps=state.max_steps, method=self.method.name, model=self.config.model,
-                          resumed_from=state.global_step or None, epochs=args.num_train_epochs)
+                          resumed_from=state.global_step or None, epochs=args.num_train_epochs,
+                          cpu_precision=self.precision.name if self.precision else None,
+                          cpu_precision_reason=self.precision.reason if self.precision else None)
         self.training = True
         self._status(state, "running", force=True)
 

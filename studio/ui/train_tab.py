@@ -103,7 +103,7 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
                   f" · ETA {fmt_time(left)}",
                   f"Speed **{float(status.get('tokens_per_s') or last.get('tokens_per_s') or 0):,.0f} tokens/s** · "
                   f"memory {float(status.get('memory_gb') or last.get('memory_gb') or 0):.2f} GB · method "
-                  f"{methods.LABELS.get(history.start.get('method'), history.start.get('method', '-'))}"]
+                  f"{methods.LABELS.get(history.start.get('method'), history.start.get('method', '-'))}" + (f" · CPU computes in **{history.start['cpu_precision']}** ({history.start.get('cpu_precision_reason')})" if history.start.get("cpu_precision") else "")]  # noqa: E501
     if history.train_loss:
         lines.append(f"Train loss **{history.train_loss[-1]:.4f}**" + (
             f" · best validation loss **{history.best_eval_loss:.4f}**" if history.best_eval_loss is not None else ""))
