@@ -17,12 +17,16 @@ from pathlib import Path
 
 from .config import RunConfig
 from .fileio import write_text
-from .train import TOKENIZED_DATA_FIELDS
+from .train import TOKENIZED_DATA_FIELDS, cpu_precision, speed_key
 
 # Effective fp32 FLOP/s per CPU core for LoRA training, fitted to SmolLM2-135M runs on a 2-core machine: 186 real
 # tokens/s when idle, 110 with other programs on the same cores. 3.5e10 per core (130 tokens/s) sits between,
 # a little on the slow side: a user is better served by a run that ends early than one that overruns.
 CPU_FLOPS_PER_CORE = 3.5e10
+# A training step in bf16 on a CPU where the probe chose it (studio/precision.py), against fp32: measured 1.2-1.3x
+# on an AVX512-BF16 EPYC (matmul 2.3x), 1.3-1.4x reported on an AMX Xeon. The lower figure: an estimate should
+# rather end early than overrun.
+CPU_BF16_STEP_GAIN = 1.2
 # Effective FLOP/s on a GPU for QLoRA / LoRA-16: a conservative 25% of an A100-class bf16 peak.
 GPU_FLOPS = 0.25 * 312e12
 LOAD_OVERHEAD_S = {"cpu": 10.0, "gpu": 30.0}  # model load, tokenisation, adapter save (CPU: 9 s measured)
@@ -119,7 +123,10 @@ def estimate_run(config: RunConfig) -> Estimate:
     steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(steps_per_epoch * config.epochs))
     tokens = int(tokens_per_epoch / rows * per_step_rows * steps) if rows else 0
 
-    measured = measured_speed(config.model, method.name)
+    # On a CPU the number format changes the speed: the run's own choice (a probe for "auto", cached per process).
+    precision = None if hardware["cuda"] else cpu_precision(config, models.load_config(config.model,
+                                                                                          config.trust_remote_code))
+    measured = measured_speed(config.model, speed_key(method, precision))
     if measured:
         speed, basis = measured, "measured by an earlier run on this machine"
     elif hardware["cuda"]:
@@ -127,6 +134,9 @@ def estimate_run(config: RunConfig) -> Estimate:
     else:
         speed = CPU_FLOPS_PER_CORE * min(hardware["cpu_count"], 16) / (4 * params)
         basis = f"calibrated for {hardware['cpu_count']} CPU cores"
+        if precision is not None and precision.bf16:
+            speed *= CPU_BF16_STEP_GAIN
+            basis += ", in bf16"
     overhead = LOAD_OVERHEAD_S["gpu" if hardware["cuda"] else "cpu"]
     seconds = overhead + tokens / max(speed, 1e-9)
     if config.validation_fraction > 0 or config.validation_path:

@@ -132,3 +132,17 @@ def test_automatic_run_says_what_the_probe_measured(tiny_data, tmp_path):
     start, _ = _run(tiny_config(tiny_data, max_steps=2, eval_every=0, validation_fraction=0.0), tmp_path / "auto")
     assert start["cpu_precision"] == "fp32"  # the tiny model's products: see the probe test above
     assert "measured" in start["cpu_precision_reason"] and "the speed of fp32" in start["cpu_precision_reason"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU precision applies on a CPU")
+def test_estimate_uses_the_precision_chosen(tiny_data, monkeypatch):
+    from studio import estimate
+
+    asked = []
+    monkeypatch.setattr(estimate, "measured_speed", lambda model, key: asked.append(key))
+    speeds = {}
+    for name in ("fp32", "bf16"):
+        config = RunConfig(model=TINY_TEST_MODEL, data_path=str(tiny_data), max_steps=4, cpu_precision=name)
+        speeds[name] = estimate.estimate_run(config).tokens_per_s
+    assert speeds["bf16"] == pytest.approx(estimate.CPU_BF16_STEP_GAIN * speeds["fp32"])
+    assert asked == ["lora32", "lora32+bf16"]  # a bf16 run's measured speed is its own record
