@@ -199,8 +199,9 @@ class ChatSession:
     """A base model loaded once, with an optional LoRA adapter that each generation switches on or off."""
 
     def __init__(self, model_name: str, adapter_dir: str | Path | None = None, trust_remote_code: bool = False,
-                 method: str | Method | None = None, lean_lora: bool = True):
-        """`method`: how to hold the base weights (methods.for_inference picks when it is None or "auto")."""
+                 method: str | Method | None = None, lean_lora: bool = True, cpu_precision: str = "auto"):
+        """`method`: how to hold the base weights (methods.for_inference picks when it is None or "auto").
+        `cpu_precision`: on a CPU, "fp32", "bf16" or "auto" (studio.precision measures which is faster)."""
         from . import models
 
         self.model_name = model_name
@@ -225,6 +226,16 @@ class ChatSession:
                 raise UserError(f"The adapter in {self.adapter_dir} does not fit the model {model_name} "
                                 f"({type(err).__name__}): chat with the base model it was trained on.") from err
         model.eval()
+        self.precision = None  # studio.precision.Precision on a CPU; on a GPU the method decides
+        if not models.cuda_available():
+            from . import precision
+
+            self.precision = precision.choose(cpu_precision, shape=precision.model_shape(model.config))
+            log.info("chat on the CPU in %s: %s", self.precision.name, self.precision.reason)
+            if self.precision.bf16:
+                import torch
+
+                model.to(torch.bfloat16)  # base and adapter alike: streamline_lora needs one dtype
         self.model = model
         self.lean_layers = streamline_lora(model) if self.adapter_dir is not None and lean_lora else 0
         self._lock = threading.Lock()  # the adapter switch is model-global: one generation at a time
@@ -248,7 +259,8 @@ class ChatSession:
 
             trained = replay(read_events(run_dir)).start.get("method")
         method = methods.for_inference(trained if isinstance(trained, str) else None, cuda)
-        session = cls(config.model, adapter, config.trust_remote_code, method=method)
+        session = cls(config.model, adapter, config.trust_remote_code, method=method,
+                      cpu_precision=config.cpu_precision)
         session.run_dir = run_dir
         session.system_prompt = config.system_prompt
         return session

@@ -146,3 +146,19 @@ def test_estimate_uses_the_precision_chosen(tiny_data, monkeypatch):
         speeds[name] = estimate.estimate_run(config).tokens_per_s
     assert speeds["bf16"] == pytest.approx(estimate.CPU_BF16_STEP_GAIN * speeds["fp32"])
     assert asked == ["lora32", "lora32+bf16"]  # a bf16 run's measured speed is its own record
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU precision applies on a CPU")
+def test_chat_follows_the_run_precision(tiny_data, tmp_path):
+    from studio.chat import ChatSession, GenerationSettings
+
+    run_dir = tmp_path / "bf16"
+    _run(tiny_config(tiny_data, max_steps=2, eval_every=0, validation_fraction=0.0, cpu_precision="bf16"), run_dir)
+    session = ChatSession.for_run(run_dir, check_gpu=False)
+    assert session.precision.name == "bf16" and session.precision.reason == "chosen in settings"
+    assert {p.dtype for p in session.model.parameters()} == {torch.bfloat16}
+    assert session.lean_layers > 0  # the lean LoRA forward still applies: base and adapter share one dtype
+    base, tuned = session.compare("Who runs the Zorblax bakery?", GenerationSettings(max_new_tokens=4))
+    assert isinstance(base, str) and isinstance(tuned, str)
+    plain = ChatSession(TINY_TEST_MODEL, cpu_precision="fp32")
+    assert plain.precision.name == "fp32" and {p.dtype for p in plain.model.parameters()} == {torch.float32}
