@@ -12,8 +12,11 @@ import json
 import logging
 import os
 import re
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -115,6 +118,21 @@ def hub_offline() -> bool:
     return constants.HF_HUB_OFFLINE or any(str(f).strip().lower() in ("1", "true", "yes", "on") for f in flags)
 
 
+def hub_token(token: str | None = None, offline_fix: str = OFFLINE_ADVICE) -> str:
+    """The token a push uses; one sentence when the hub is switched off here or no token is found (checked before
+    anything is written or uploaded)."""
+    if hub_offline():
+        raise UserError(f"The Hugging Face Hub is switched off on this machine (HF_HUB_OFFLINE is set): unset it "
+                        f"on a connected machine, or {offline_fix}.")
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise UserError("No Hugging Face token found: log in with `hf auth login` (or set HF_TOKEN to a token "
+                        "with write access), then push again.")
+    return token
+
+
 def push_to_hub(run_dir: str | Path, repo_id: str, token: str | None = None, private: bool = True) -> str:
     """Upload the adapter folder to a hub repository (created private if new). Returns its URL."""
     run_dir = Path(run_dir)
@@ -122,15 +140,9 @@ def push_to_hub(run_dir: str | Path, repo_id: str, token: str | None = None, pri
     repo_id = (repo_id or "").strip()
     if not REPO_ID_PATTERN.match(repo_id) or ".." in repo_id:
         raise UserError(f"{repo_id!r} is not a hub repository id: use 'your-name/model-name'.")
-    if hub_offline():
-        raise UserError(f"The Hugging Face Hub is switched off on this machine (HF_HUB_OFFLINE is set): unset it "
-                        f"on a connected machine, or {OFFLINE_ADVICE}.")
-    from huggingface_hub import HfApi, get_token
+    token = hub_token(token)
+    from huggingface_hub import HfApi
 
-    token = token or get_token()
-    if not token:
-        raise UserError("No Hugging Face token found: log in with `hf auth login` (or set HF_TOKEN to a token "
-                        "with write access), then push again.")
     config = RunConfig.load(run_dir / CONFIG_FILE)
     api = HfApi(token=token)
     try:
@@ -161,6 +173,94 @@ def _hub_push_error(repo_id: str, err: Exception) -> UserError:
     return UserError(f"The upload to {repo_id} failed ({type(err).__name__}); the log has the details.")
 
 
+# --- exports as processes of their own (the Share tab) -------------------------------------
+# The slow targets (merging runs the base model through peft; GGUF merges, then writes; a Space may merge) run as
+# `python -m studio export ... --status-file F`, so the page never waits on them and a reload finds them: F is
+# RUN_DIR/exports/jobs/<target>.json, {"state": starting|running|done|failed, "started", "finished", "output",
+# "message"}, written atomically by the page before the process starts and by the process after.
+EXPORTS_DIR = "exports"
+JOB_TARGETS = ("merged", "gguf-f16", "gguf-q8_0", "space")
+JOB_LIVE = ("starting", "running")
+
+
+def exports_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / EXPORTS_DIR
+
+
+def target_output(run_dir: str | Path, target: str) -> Path:
+    """Where each target is written inside the run: exports/<run>-adapter.zip, exports/merged, exports/gguf/<run>-
+    <quant>.gguf (its Modelfile beside it), exports/space."""
+    run_dir = Path(run_dir)
+    out = exports_dir(run_dir)
+    if target == "zip":
+        return out / f"{run_dir.name}-adapter.zip"
+    if target == "merged":
+        return out / "merged"
+    if target in ("gguf-f16", "gguf-q8_0"):
+        return out / "gguf" / f"{run_dir.name}-{target.removeprefix('gguf-')}.gguf"
+    if target == "space":
+        return out / "space"
+    raise UserError(f"There is no export called {target!r}: use one of zip, {', '.join(JOB_TARGETS)}.")
+
+
+def _target_args(run_dir: Path, target: str) -> list[str]:
+    out = str(target_output(run_dir, target))
+    if target.startswith("gguf-"):
+        return ["--gguf", out, "--quant", target.removeprefix("gguf-")]
+    return [f"--{target}", out]
+
+
+def job_file(run_dir: str | Path, target: str) -> Path:
+    return exports_dir(run_dir) / "jobs" / f"{target}.json"
+
+
+def _write_job(path: Path, **state) -> None:
+    from .fileio import write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(state))
+
+
+def export_job(run_dir: str | Path, target: str) -> dict:
+    """The target's job as its status file says, {} when never started; a live-looking job whose process is gone
+    (killed, machine restarted) is reported failed."""
+    from .jobs import _pid_alive
+
+    path = job_file(run_dir, target)
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(state, dict):
+        return {}
+    if state.get("state") in JOB_LIVE and not _pid_alive(state.get("pid")) and time.time() - float(
+            state.get("started") or 0) > 5.0:
+        state = {**state, "state": "failed", "message": "The export process ended unexpectedly; the details are "
+                                                        "in the export log. Press the button again to retry."}
+    return state
+
+
+def start_export_job(run_dir: str | Path, target: str) -> dict:
+    """Start `python -m studio export` for one slow target in a process of its own; returns its first state.
+    A target already being made is not started twice."""
+    run_dir = Path(run_dir).resolve()
+    if target not in JOB_TARGETS:
+        raise UserError(f"There is no export called {target!r}: use one of {', '.join(JOB_TARGETS)}.")
+    run_adapter_dir(run_dir)  # one sentence now when the run has no adapter, not a failed job later
+    if export_job(run_dir, target).get("state") in JOB_LIVE:
+        raise UserError(f"The {target} export of {run_dir.name} is already being made: wait for it to finish.")
+    path = job_file(run_dir, target)
+    _write_job(path, state="starting", started=time.time())
+    cmd = [sys.executable, "-m", "studio", "export", str(run_dir), *_target_args(run_dir, target),
+           "--status-file", str(path)]
+    with open(path.with_suffix(".out"), "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # Reaped by a thread of its own: the server may run for days, and an exited child must not stay a zombie.
+    threading.Thread(target=proc.wait, name=f"reap-export-{proc.pid}", daemon=True).start()
+    return {"state": "starting", "pid": proc.pid, "started": time.time()}
+
+
 # --- CLI ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m studio export",
@@ -168,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "merged full weights, one GGUF file for llama.cpp and Ollama, a Hugging Face "
                                         "Space, or a push to the Hugging Face Hub. Each carries a model card.")
     parser.add_argument("run_dir", help="the run folder, e.g. runs/20250101-120000-support")
-    what = parser.add_mutually_exclusive_group(required=True)
+    what = parser.add_mutually_exclusive_group()
     what.add_argument("--zip", metavar="OUT.zip", help="write the adapter (and the run's settings) to this zip file")
     what.add_argument("--merged", metavar="OUT_DIR",
                       help="save full weights with the adapter merged in (safetensors, tokenizer, chat template) "
@@ -178,47 +278,89 @@ def build_parser() -> argparse.ArgumentParser:
                            "Ollama and LM Studio, with an Ollama Modelfile beside it")
     what.add_argument("--space", metavar="OUT_DIR",
                       help="a Hugging Face Space folder (app.py, requirements, README); with --push, upload it")
-    what.add_argument("--push", metavar="REPO_ID",
-                      help="upload the adapter to this Hugging Face Hub repository (needs `hf auth login`)")
+    parser.add_argument("--push", metavar="REPO_ID",
+                        help="alone: upload the adapter to this Hugging Face Hub repository; with --space: upload "
+                             "the Space folder as this Space (e.g. your-name/clinic-demo). Needs `hf auth login`")
+    parser.add_argument("--space-push", metavar="REPO_ID", default=None, help="the same as --space ... --push")
     parser.add_argument("--quant", default="f16", choices=("f16", "q8_0"),
                         help="with --gguf: 16-bit weights (f16, default) or 8-bit (q8_0: about half the size)")
-    parser.add_argument("--space-push", metavar="REPO_ID", default=None,
-                        help="with --space: also upload the folder as this Space (e.g. your-name/clinic-demo)")
     parser.add_argument("--public", action="store_true", help="with --push: make a new repository public "
                         "(default: private)")
+    parser.add_argument("--status-file", metavar="FILE", default=None,
+                        help="write the export's state (running, done, failed) to this JSON file as it goes; the "
+                             "Share tab reads it")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.space_push and args.push and args.space_push != args.push:
+        parser.error("--push and --space-push name different repositories: give one.")
+    if args.space_push and not args.space:
+        parser.error("--space-push goes with --space OUT_DIR.")
+    push = args.push or args.space_push
+    if not (args.zip or args.merged or args.gguf or args.space or push):
+        parser.error("say what to export: --zip, --merged, --gguf, --space or --push.")
+    if push and (args.zip or args.merged or args.gguf):
+        parser.error("--push goes alone (the adapter) or with --space (the Space folder).")
     from .chat import _quiet_libraries
 
     _quiet_libraries()
+    status = Path(args.status_file) if args.status_file else None
+    started = time.time()
+    if status is not None:
+        _write_job(status, state="running", pid=os.getpid(), started=started)
     try:
-        if args.zip:
-            print(f"Adapter zip written to {zip_adapter(args.run_dir, args.zip)}")
-        elif args.merged:
-            print(f"Merged model saved to {merge_adapter(args.run_dir, args.merged)}")
-        elif args.gguf:
-            from .gguf_export import export_gguf
-
-            out = export_gguf(args.run_dir, args.gguf, args.quant)
-            print(f"GGUF written to {out} ({out.stat().st_size / 1e6:.0f} MB); in that folder: "
-                  f"`ollama create {out.stem} -f Modelfile`, then `ollama run {out.stem}`")
-        elif args.space:
-            from .space_export import export_space, push_space
-
-            out = export_space(args.run_dir, args.space)
-            print(f"Space written to {out}; `python app.py` there runs it locally")
-            if args.space_push:
-                print(f"Space pushed to {push_space(out, args.space_push, private=not args.public)}")
-        else:
-            print(f"Adapter pushed to {push_to_hub(args.run_dir, args.push, private=not args.public)}")
-    except UserError as err:
+        out = _export(args, push)
+    except Exception as err:
+        if status is not None:
+            message = str(err) if isinstance(err, UserError) else f"The export failed ({type(err).__name__}); the " \
+                                                                   f"details are in the export log."
+            _write_job(status, state="failed", pid=os.getpid(), started=started, finished=time.time(),
+                       message=message)
+        if not isinstance(err, UserError):
+            raise
         tell_user(f"Error: {err}")
         return 1
+    if status is not None:
+        _write_job(status, state="done", pid=os.getpid(), started=started, finished=time.time(), output=str(out))
     return 0
 
+
+def _export(args, push: str | None) -> Path | str:
+    """Do what the arguments ask, printing one line per result; returns the file, folder or URL made."""
+    if args.zip:
+        out = zip_adapter(args.run_dir, args.zip)
+        print(f"Adapter zip written to {out}")
+    elif args.merged:
+        out = merge_adapter(args.run_dir, args.merged)
+        print(f"Merged model saved to {out}")
+    elif args.gguf:
+        from .gguf_export import export_gguf, ollama_lines
+
+        out = export_gguf(args.run_dir, args.gguf, args.quant)
+        create, run = ollama_lines(out)
+        print(f"GGUF written to {out} ({out.stat().st_size / 1e6:.0f} MB); in that folder: `{create}`, then `{run}`")
+    elif args.space:
+        from .space_export import check_space_id, export_space, is_space_folder, push_space
+
+        if push:  # offline, no token or a bad id: one sentence before anything is written
+            check_space_id(push)
+            hub_token(offline_fix="push the Space folder from a connected machine")
+        if push and is_space_folder(args.space):
+            out = Path(args.space)  # made before (the Share tab's folder): pushed as it is
+            print(f"Pushing the Space folder {out}")
+        else:
+            out = export_space(args.run_dir, args.space)
+            print(f"Space written to {out}; `python app.py` there runs it locally")
+        if push:
+            out = push_space(out, push, private=not args.public)
+            print(f"Space pushed to {out}")
+    else:
+        out = push_to_hub(args.run_dir, push, private=not args.public)
+        print(f"Adapter pushed to {out}")
+    return out
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,5 @@
-"""A run as one GGUF file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it.
+"""A run as one GGUF file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile beside it (named after the
+GGUF file, OUT.Modelfile, so an f16 and a q8_0 export in one folder each keep their own).
 
 The adapter is merged into the base weights first (export.merge_adapter, full precision), then the merged folder is
 written with the `gguf` package's own writer and tensor-name maps (the ones llama.cpp's converter uses), so the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -198,8 +200,21 @@ def modelfile(gguf_name: str, model_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def modelfile_path(gguf_path: str | Path) -> Path:
+    """The Ollama Modelfile beside a GGUF file: OUT.gguf -> OUT.Modelfile."""
+    gguf_path = Path(gguf_path)
+    return gguf_path.with_name(f"{gguf_path.stem}.Modelfile")
+
+
+def ollama_lines(gguf_path: str | Path) -> tuple[str, str]:
+    """(ollama create ..., ollama run ...) for the GGUF's Modelfile, run in the GGUF's folder. Ollama model names
+    are lower case letters, digits, '.', '_' and '-'."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", Path(gguf_path).stem.lower()).strip("-.") or "model"
+    return f"ollama create {name} -f {modelfile_path(gguf_path).name}", f"ollama run {name}"
+
+
 def export_gguf(run_dir: str | Path, out_path: str | Path, quant: str = "f16") -> Path:
-    """Merge the run's adapter and write OUT.gguf plus an Ollama `Modelfile` in the same folder."""
+    """Merge the run's adapter and write OUT.gguf plus an Ollama `OUT.Modelfile` in the same folder."""
     from .export import merge_adapter
 
     run_dir, out_path = Path(run_dir), Path(out_path)
@@ -213,7 +228,7 @@ def export_gguf(run_dir: str | Path, out_path: str | Path, quant: str = "f16") -
         architecture_of(json.loads((merged / "config.json").read_text(encoding="utf-8")))
         try:
             write_gguf(merged, out_path, quant, name=run_dir.name)
-            (out_path.parent / "Modelfile").write_text(modelfile(out_path.name, merged), encoding="utf-8")
+            modelfile_path(out_path).write_text(modelfile(out_path.name, merged), encoding="utf-8")
         except OSError as err:
             raise UserError(f"The GGUF file could not be written to {out_path} ({err.strerror or err}): check the "
                             f"free disk space and permissions.") from err

@@ -143,23 +143,36 @@ def export_space(run_dir: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def push_space(space_dir: str | Path, repo_id: str, token: str | None = None, private: bool = True) -> str:
-    """Upload a Space folder written by export_space; one sentence when offline or without a token."""
-    from .export import REPO_ID_PATTERN, _hub_push_error, hub_offline
+SPACE_OFFLINE_FIX = "push the Space folder from a connected machine"
 
-    space_dir = Path(space_dir)
+
+def check_space_id(repo_id: str) -> str:
+    """'org/name' as the hub accepts it, or one sentence."""
+    from .export import REPO_ID_PATTERN
+
     repo_id = (repo_id or "").strip()
     if not REPO_ID_PATTERN.match(repo_id) or ".." in repo_id:
         raise UserError(f"{repo_id!r} is not a hub repository id: use 'your-name/space-name'.")
-    if hub_offline():
-        raise UserError("The Hugging Face Hub is switched off on this machine (HF_HUB_OFFLINE is set): push the "
-                        "Space folder from a connected machine.")
-    from huggingface_hub import HfApi, get_token
+    return repo_id
 
-    token = token or get_token()
-    if not token:
-        raise UserError("No Hugging Face token found: log in with `hf auth login` (or set HF_TOKEN to a token with "
-                        "write access), then push again.")
+
+def is_space_folder(folder: str | Path) -> bool:
+    """A folder export_space wrote (app.py and the README with the Space header)."""
+    folder = Path(folder)
+    return (folder / "app.py").is_file() and (folder / "README.md").is_file()
+
+
+def push_space(space_dir: str | Path, repo_id: str, token: str | None = None, private: bool = True) -> str:
+    """Upload a Space folder written by export_space; one sentence when offline or without a token."""
+    from .export import _hub_push_error, hub_token
+
+    space_dir = Path(space_dir)
+    repo_id = check_space_id(repo_id)
+    token = hub_token(token, offline_fix=SPACE_OFFLINE_FIX)
+    if not is_space_folder(space_dir):
+        raise UserError(f"{space_dir.name} is not a Space folder (no app.py): make the Space folder first.")
+    from huggingface_hub import HfApi
+
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)

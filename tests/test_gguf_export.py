@@ -41,8 +41,9 @@ def test_a_run_exports_to_gguf_with_a_modelfile_and_loads_back_the_same(tiny_dat
     run_dir = tmp_path / "runs" / "clinic"
     assert train.run(tiny_config(tiny_data, max_steps=4, eval_every=0, validation_fraction=0.0), run_dir) == "finished"
     out = gguf_export.export_gguf(run_dir, tmp_path / "share" / "clinic.gguf")
-    assert out.is_file() and (out.parent / "Modelfile").read_text().startswith("FROM ./clinic.gguf")
-    assert sorted(p.name for p in out.parent.iterdir()) == ["Modelfile", "clinic.gguf"]  # no merge folder left
+    assert out.is_file() and (out.parent / "clinic.Modelfile").read_text().startswith("FROM ./clinic.gguf")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["clinic.Modelfile", "clinic.gguf"]  # no merge folder left
+    assert gguf_export.ollama_lines(out) == ("ollama create clinic -f clinic.Modelfile", "ollama run clinic")
     _same_greedy_tokens(merge_adapter(run_dir, tmp_path / "merged"), out)
     # The chat template travels in the file, so llama.cpp and Ollama format prompts as training did.
     import gguf

@@ -102,3 +102,24 @@ def test_refusals_are_one_sentence(tiny_run, tmp_path, monkeypatch):
         space_export.push_space(tmp_path / "full", "someone/clinic-demo")
     with pytest.raises(UserError, match="not a hub repository id"):
         space_export.push_space(tmp_path / "full", "../../etc")
+
+
+@pytest.mark.parametrize("flag", ["--push", "--space-push"])
+def test_cli_push_offline_or_without_a_token_is_one_sentence_and_writes_nothing(tiny_run, tmp_path, flag):
+    from .conftest import studio_cmd
+
+    out = tmp_path / "space"
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(studio_cmd("export", str(tiny_run), "--space", str(out), flag, "someone/clinic-demo"),
+                          env=offline, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("Error: The Hugging Face Hub is switched off") and done.stderr.count("\n") == 1
+    assert not out.exists()  # refused before the Space is written
+    # Online but no token: HF_TOKEN unset and an empty hub home (no saved login).
+    no_token = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+                                                                 "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    no_token.update(HF_HOME=str(tmp_path / "hf-home"), HF_TOKEN_PATH=str(tmp_path / "hf-home" / "token"))
+    done = subprocess.run(studio_cmd("export", str(tiny_run), "--space", str(out), flag, "someone/clinic-demo"),
+                          env=no_token, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("Error: No Hugging Face token found")
+    assert done.stderr.count("\n") == 1 and not out.exists()

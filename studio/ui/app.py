@@ -1,4 +1,4 @@
-"""The five-tab app, and `python -m studio ui` to serve it."""
+"""The six-tab app, and `python -m studio ui` to serve it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from . import data_tab
 from .chat_tab import build_chat_tab
 from .common import UIContext, bind, slots
 from .demo import resolve_auth
-from .export_tab import build_export_tab
+from .export_tab import build_share_tab
 from .model_tab import build_model_tab, catalog_table
 from .settings_tab import build_settings_tab
 from .train_tab import build_train_tab, open_page
@@ -30,7 +30,7 @@ UPLOAD_LIMIT = "200mb"
 
 
 def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | None = None) -> gr.Blocks:
-    """The five tabs, then the links between them. Only the Chat tab's named endpoints (/chat, /list_runs, ...)
+    """The six tabs, then the links between them. Only the Chat and Share tabs' named endpoints (/chat, /list_runs, ...)
     form the app's API; every other handler is registered with api_visibility="private": it is page glue with
     positional form values, and a shared link should not hand clients a way to start runs or read uploads outside
     the page."""
@@ -43,7 +43,7 @@ def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | Non
                     default_model=TINY_TEST_MODEL if test_models else BUNDLED_MODEL)
     with gr.Blocks(title="Studio - fine-tune a language model") as app:
         gr.Markdown("# Studio\nFine-tune a language model on your own examples: pick a model, upload data, "
-                    "train, then chat with the result next to the model you started from.")
+                    "train, chat with the result next to the model you started from, then take it with you.")
         with gr.Tabs() as tabs:
             with gr.Tab("1. Model", id="model"):
                 build_model_tab(ctx)
@@ -55,7 +55,8 @@ def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | Non
                 build_train_tab(ctx, tab)
             with gr.Tab("5. Chat", id="chat") as tab:
                 build_chat_tab(ctx, tab)
-                build_export_tab(ctx)
+            with gr.Tab("6. Share", id="share") as tab:
+                build_share_tab(ctx, tab)
         link_tabs(app, ctx)
         # A reload while a run trains lands on the Train tab, where that run is shown.
         app.load(bind(landing_tab, runs_dir), None, tabs, api_visibility="private")
