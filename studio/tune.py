@@ -21,19 +21,23 @@ running at the deadline is stopped, so the sweep ends within a few steps of its 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from .config import RunConfig
 from .errors import ConfigError, UserError
-from .events import CONFIG_FILE, STOP_FILE, read_events, replay, write_status
+from .events import LIVE, PID_FILE, STOP_FILE, read_events, read_status, replay, write_status
 from .logs import ArgumentParser, tell_user
 
 log = logging.getLogger("studio.tune")
@@ -157,8 +161,10 @@ class Sweep:
         if complete:
             best = min(complete, key=lambda t: t["best_val_loss"])
             self.record["best_trial"] = best["number"]
-            config = RunConfig.load(self.runs_dir / best["run_id"] / CONFIG_FILE).to_dict()
-            config["run_name"] = f"{self.dir.name} best"
+            # The base with the winner's settings: the trial's own validation cadence and its lack of checkpoints
+            # suited a search, not the real run the person starts from this file.
+            config = {**self.base.to_dict(), **best["params"], "run_name": f"{self.dir.name} best"}
+            RunConfig(**config)  # trains as it is
             _write_json(self.dir / BEST_CONFIG_FILE, config)
         if len(complete) >= 2:
             try:
@@ -204,6 +210,7 @@ class Sweep:
         self.fail_abandoned_trials()
         started = time.time() - self.spent_s
         deadline = started + self.budget_s
+        self.record["started_at"] = started  # the UI counts the time left from it
         self.save(status="running", message="")
         outcome = "finished"
         while True:
@@ -230,9 +237,13 @@ class Sweep:
             entry = self._trial_entry(trial.number)
             entry.update(params=params, status="running", run_id=run_dir.name, best_val_loss=None, seconds=None)
             self.save()
-            hooks = _TrialHooks(trial, self.dir / STOP_FILE, deadline)
+            hooks = _TrialHooks(trial, self.dir / STOP_FILE, deadline, run_dir)
             trial_started = time.time()
-            status = train.run(config, run_dir, callbacks=[hooks.callback()])
+            on_sigterm = _sigterm_handler()
+            try:
+                status = train.run(config, run_dir, callbacks=[hooks.callback()])
+            finally:  # train.run points SIGTERM at the trial alone; between trials it stops the sweep again
+                _set_sigterm(on_sigterm)
             seconds = time.time() - trial_started
             history = replay(read_events(run_dir))
             best = history.best_eval_loss
@@ -292,8 +303,8 @@ class _TrialHooks:
     """Reports each validation loss to Optuna, and stops the trial when Optuna prunes it, when the budget runs out,
     or when the sweep is stopped."""
 
-    def __init__(self, trial, stop_file: Path, deadline: float):
-        self.trial, self.stop_file, self.deadline = trial, stop_file, deadline
+    def __init__(self, trial, stop_file: Path, deadline: float, run_dir: Path | None = None):
+        self.trial, self.stop_file, self.deadline, self.run_dir = trial, stop_file, deadline, run_dir
         self.pruned = self.out_of_time = self.stop_requested = False
         self.rung = 0
 
@@ -303,6 +314,11 @@ class _TrialHooks:
         hooks = self
 
         class PruneOnValidation(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                # SIGTERM (a stop that was not noticed in time) stops the sweep, not only this trial.
+                if hooks.run_dir is not None:
+                    _set_sigterm(lambda *_: (hooks.stop_file.touch(), (hooks.run_dir / STOP_FILE).touch()))
+
             def on_evaluate(self, args, state, control, metrics=None, **kwargs):
                 loss = (metrics or {}).get("eval_loss")
                 if state.global_step == 0 or loss is None or not math.isfinite(loss):
@@ -322,6 +338,156 @@ class _TrialHooks:
                     control.should_training_stop = True
 
         return PruneOnValidation()
+
+
+def _sigterm_handler():
+    return signal.getsignal(signal.SIGTERM)
+
+
+def _set_sigterm(handler) -> None:
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+# --- a sweep as a job: started, watched and stopped like a run (the UI's twin of the CLI) -------------------------
+WORKER_OUT = "worker.out"  # the sweep process's stdout and stderr, in its folder
+
+
+def check_budget(budget_s: float) -> float:
+    if not MIN_BUDGET_S <= float(budget_s) <= MAX_BUDGET_S:
+        raise ConfigError(f"A budget of {float(budget_s) / 60:.0f} minutes is outside what a search can use: give "
+                          f"between 1 minute and 8 hours.")
+    return float(budget_s)
+
+
+def check_can_search(config: RunConfig) -> None:
+    """What a search needs beyond a run: held-out rows to compare trials on."""
+    if config.validation_fraction <= 0 and not config.validation_path:
+        raise UserError("A settings search compares validation losses: set validation_fraction above 0 (e.g. "
+                        "0.1) or give a validation file.")
+
+
+def sweep_dirs(runs_dir: Path) -> list[Path]:
+    """Every sweep folder, newest first (their names start with the time they were made)."""
+    folder = Path(runs_dir) / SWEEPS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir() and (p / SWEEP_FILE).is_file()),
+                  key=lambda p: p.name, reverse=True)
+
+
+def _sweep_pid(sweep_dir: Path) -> int | None:
+    try:
+        return int((Path(sweep_dir) / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def last_output_line(sweep_dir: Path) -> str:
+    try:
+        lines = (Path(sweep_dir) / WORKER_OUT).read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip()[:300] if lines else ""
+
+
+def sweep_state(sweep_dir: Path) -> dict:
+    """sweep.json, its status corrected from the process: "stopping" once Stop was pressed, and "failed" when the
+    sweep process died without saying so (killed, out of memory, or a start refused by the worker)."""
+    from . import jobs
+
+    sweep_dir = Path(sweep_dir)
+    record = read_sweep(sweep_dir)
+    state = record.get("status", "unknown")
+    if state in LIVE:
+        forced = read_status(sweep_dir)  # jobs.stop_run writes this after it had to kill the process
+        if not jobs._pid_alive(_sweep_pid(sweep_dir)) and time.time() - float(record.get("updated") or 0) > 2.0:
+            if forced.get("status") == "stopped":
+                record.update(status="stopped", message="The search was stopped by force: it did not answer.")
+            else:
+                why = last_output_line(sweep_dir).removeprefix("Error: ")
+                record.update(status="failed", message=why or (
+                    "The search process ended unexpectedly (killed, or out of system memory); "
+                    f"`python -m studio tune --resume {sweep_dir}` continues it."))
+        elif (sweep_dir / STOP_FILE).exists():
+            record["status"] = "stopping"
+    return record
+
+
+def active_sweep(runs_dir: Path) -> Path | None:
+    """The sweep searching now, if any (it holds the runs-folder lock: one at a time, and no run beside it)."""
+    for sweep_dir in sweep_dirs(runs_dir):
+        if sweep_state(sweep_dir).get("status") in LIVE:
+            return sweep_dir
+    return None
+
+
+def start_sweep(config: RunConfig, runs_dir: Path, budget_s: float, space: SearchSpace,
+                max_trials: int | None = None) -> Path:
+    """Start `python -m studio tune` in its own process group and return its sweep folder; refused (one sentence)
+    while a run or another sweep trains. The lock is taken here and handed to the process, as jobs.start_run does."""
+    from . import jobs
+    from .train import check_data_files
+
+    check_data_files(config)
+    check_can_search(config)
+    budget_s = check_budget(budget_s)
+    if max_trials is not None and max_trials < 1:
+        raise UserError("The number of trials must be at least 1.")
+    runs_dir = Path(runs_dir)
+    busy = active_sweep(runs_dir)
+    if busy is not None:
+        raise jobs.RunBusyError(f"The settings search {busy.name} is still running: wait for it or stop it first.")
+    with jobs.runs_lock(runs_dir) as lock:
+        live = jobs.active_run(runs_dir)
+        if live is not None:
+            raise jobs.RunBusyError(f"Run {live.name} is still training: wait for it to finish or stop it first "
+                                    f"(one run at a time per machine).")
+        sweep_dir = new_sweep_dir(runs_dir)
+        lock.note(f"{SWEEPS_DIR}/{sweep_dir.name}")
+        _write_json(sweep_dir / SWEEP_FILE, {
+            "id": sweep_dir.name, "status": "starting", "message": "", "budget_s": budget_s, "max_trials": max_trials,
+            "space": dataclasses.asdict(space), "base_config": config.to_dict(), "trials": [], "spent_s": 0.0,
+            "updated": time.time()})
+        _spawn_sweep(sweep_dir, lock)
+    return sweep_dir
+
+
+def _spawn_sweep(sweep_dir: Path, lock) -> None:
+    """The sweep process, in a session of its own, handed the runs-folder lock (see jobs._spawn)."""
+    from . import jobs
+
+    cmd = [sys.executable, "-m", "studio", "tune", "--resume", str(sweep_dir)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", jobs.LOCK_FD_ENV: str(lock.fd)}
+    with open(sweep_dir / WORKER_OUT, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env, cwd=os.getcwd(), pass_fds=(lock.fd,))
+    threading.Thread(target=proc.wait, name=f"reap-sweep-{proc.pid}", daemon=True).start()
+    (sweep_dir / PID_FILE).write_text(str(proc.pid))
+
+
+def stop_sweep(sweep_dir: Path, grace_s: float = 60.0) -> None:
+    """Stop the sweep and its current trial (which keeps its adapter); SIGTERM, then SIGKILL, if it does not stop
+    in time (jobs.stop_run's escalation, on the sweep's process)."""
+    from . import jobs
+
+    sweep_dir = Path(sweep_dir)
+    for trial in read_sweep(sweep_dir).get("trials", []):
+        if trial.get("status") == "running" and trial.get("run_id"):
+            with contextlib.suppress(OSError):
+                (sweep_dir.parent.parent / jobs.validate_run_id(trial["run_id"]) / STOP_FILE).touch()
+    jobs.stop_run(sweep_dir, grace_s=grace_s)
+
+
+def wait_for_sweep(sweep_dir: Path, timeout_s: float = 600.0) -> dict:
+    """Block until the sweep is no longer live (tests and scripts use this)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        state = sweep_state(sweep_dir)
+        if state.get("status") not in (*LIVE, "unknown"):
+            return state
+        time.sleep(0.3)
+    raise TimeoutError(f"sweep {Path(sweep_dir).name} did not end in {timeout_s} s")
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------------
@@ -375,9 +541,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError("--trials must be at least 1.")
             runs_dir = Path(args.runs_dir)
         check_data_files(base)
-        if base.validation_fraction <= 0 and not base.validation_path:
-            raise UserError("A settings search compares validation losses: set validation_fraction above 0 (e.g. "
-                            "0.1) or give a validation file.")
+        check_can_search(base)
         lock = jobs.inherited_lock(runs_dir) or jobs.try_lock(runs_dir)
         if lock is None:
             raise jobs.busy_error(runs_dir)
@@ -390,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with lock:
         print(sweep_dir, flush=True)
+        (sweep_dir / PID_FILE).write_text(str(os.getpid()))  # the UI stops a sweep started here too
         # SIGTERM (the UI's stop after a timeout) stops the current trial, which keeps its adapter.
         signal.signal(signal.SIGTERM, lambda *_: (sweep_dir / STOP_FILE).touch())
         sweep = Sweep(sweep_dir, base, runs_dir, budget_s, max_trials, space)
