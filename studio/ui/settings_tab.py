@@ -22,6 +22,7 @@ from .common import (
     user_message,
 )
 from .estimates import estimate_text
+from .tune_panel import build_tune_panel
 
 # Fields shown on this tab, in the order a person thinks about them.
 # What most people change, in view; the rest behind "Advanced", where the presets' values are a good start.
@@ -130,6 +131,7 @@ def build_settings_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
 
     names = list(ctx.fields)  # every field registered so far (model and data tabs come first)
     form = ctx.form(names)
+    build_tune_panel(ctx, names)
     preset.change(preset_values, preset, ctx.form(PRESET_FIELDS), api_visibility="private")
     show.click(bind(show_command, ctx, names), form, [config_json, command, download], api_visibility="private")
     upload.upload(bind(load_config, ctx, names), upload, [*form, load_note], api_visibility="private")
