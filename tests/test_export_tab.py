@@ -109,8 +109,16 @@ def test_serve_line_and_curl(finished):
 def test_the_hub_box_or_one_sentence(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     row, note = export_tab.hub_controls()
-    assert row.visible is False and note.startswith("Pushing to the Hugging Face Hub is not available here:")
+    assert row.visible is False and note.startswith("**Hugging Face Hub:** this machine is set to work offline")
     assert "\n" not in note
+    # Online, and no token anywhere (environment or saved login).
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", "/nonexistent/token")
+    monkeypatch.setattr("huggingface_hub.constants.HF_STORED_TOKENS_PATH", "/nonexistent/stored_tokens")
+    row, note = export_tab.hub_controls()
+    assert row.visible is False and "log in first with `hf auth login`" in note
 
 
 def test_the_run_list_offers_finished_runs_and_follows_the_chat(finished):

@@ -110,9 +110,10 @@ def _howto(ctx: UIContext, run_dir: Path, target: str, out: Path) -> str:
         from ..events import CONFIG_FILE
         from ..model_card import public_base_id
 
-        base = public_base_id(RunConfig.load(run_dir / CONFIG_FILE).model) or "the base model's folder"
+        base = public_base_id(RunConfig.load(run_dir / CONFIG_FILE).model)
+        where = f"downloads {base} once" if base else "the base model must be where it was for training"
         return (f"Unzip it into a folder, then in Python:\n```python\nfrom peft import AutoPeftModelForCausalLM\n"
-                f"model = AutoPeftModelForCausalLM.from_pretrained(\"FOLDER\")  # fetches {base} once\n```")
+                f"model = AutoPeftModelForCausalLM.from_pretrained(\"FOLDER\")  # {where}\n```")
     if target == "merged":
         return (f"In Python:\n```python\nfrom transformers import AutoModelForCausalLM\n"
                 f"model = AutoModelForCausalLM.from_pretrained(\"{shown}\")\n```")
@@ -191,8 +192,8 @@ def start(ctx: UIContext, target: str, run_id: str | None) -> str:
         start_export_job(run_dir, target)
     except Exception as err:  # noqa: BLE001
         return error_markdown(err)
-    return (f"Making the {BY_ID[target].button} of run **{run_dir.name}** in the background: it is listed below "
-            f"when ready.")
+    return (f"Started the {BY_ID[target].button} of run **{run_dir.name}** in the background: it appears in the "
+            f"list below when ready.")
 
 
 def merge(ctx: UIContext, run_id: str | None) -> str:
@@ -202,12 +203,16 @@ def merge(ctx: UIContext, run_id: str | None) -> str:
 
 def hub_note() -> str:
     """Empty when a push can work here (a token and the hub not switched off), else the one sentence why not."""
-    from ..export import hub_token
+    from ..export import hub_offline, hub_token
 
     try:
         hub_token()
-    except UserError as err:
-        return f"Pushing to the Hugging Face Hub is not available here: {err}"
+    except UserError:
+        if hub_offline():
+            return ("**Hugging Face Hub:** this machine is set to work offline (HF_HUB_OFFLINE), so nothing can be "
+                    "pushed from here; copy the files above to a connected computer and upload them there.")
+        return ("**Hugging Face Hub:** to push from here, log in first with `hf auth login` in a terminal (or set "
+                "HF_TOKEN to a token with write access), then reload this page.")
     return ""
 
 
@@ -250,10 +255,11 @@ def serve_howto(ctx: UIContext, run_id: str | None) -> str:
     from ..serve import DEFAULT_PORT
 
     body = ('{"model": "%s", "messages": [{"role": "user", "content": "Hello!"}]}' % run_dir.name)
-    return (f"**Let other programs talk to it** the way they talk to ChatGPT's API (an \"OpenAI-compatible "
-            f"endpoint\"): run in a terminal\n```\npython -m studio serve {shlex.quote(_shown(run_dir, ctx))}\n```\n"
-            f"then, from another terminal:\n```\ncurl http://127.0.0.1:{DEFAULT_PORT}/v1/chat/completions -H "
-            f"'Content-Type: application/json' -d {shlex.quote(body)}\n```\nAny OpenAI client works with base URL "
+    return (f"### Use it from your own programs\nStudio can answer the way ChatGPT's API does (an \"OpenAI-compatible "
+            f"endpoint\"). Run in a terminal\n```\npython -m studio serve {shlex.quote(_shown(run_dir, ctx))}\n```\n"
+            f"then, from another terminal:\n```\ncurl http://127.0.0.1:{DEFAULT_PORT}/v1/chat/completions \\\n"
+            f"  -H 'Content-Type: application/json' \\\n  -d {shlex.quote(body)}\n```\nAny OpenAI client works with "
+            f"base URL "
             f"`http://127.0.0.1:{DEFAULT_PORT}/v1`. To open it to other machines add `--host 0.0.0.0 --api-key "
             f"SECRET` (the key is then required).")
 

@@ -1,4 +1,4 @@
-"""Click through the app as a user does, in headless Chromium: model, data, settings, train, chat, export.
+"""Click through the app as a user does, in headless Chromium: model, data, settings, train, chat, share.
 
 Run alone with `pytest -m browser tests/browser`; `make screenshots` saves the screenshots to assets/screenshots.
 """
@@ -71,7 +71,7 @@ def test_broken_file_is_one_sentence_naming_the_line(page, console, tmp_path):
     console.assert_clean()
 
 
-def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, shots_dir):
+def test_walk_model_data_settings_train_chat_share(page, console, tmp_path, shots_dir, studio_server):
     jsonl = write_support_jsonl(tmp_path / "support.jsonl")
     table = write_instruction_csv(tmp_path / "faq.csv", 20)
 
@@ -168,9 +168,11 @@ def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, sho
     page.get_by_role("button", name="Generation settings").click()  # closed again for the screenshot
     ui.screenshot(page, shots_dir, "5-chat")
 
-    # Export: the adapter as a zip, downloaded through the browser.
-    page.get_by_role("button", name="Export").click()
-    page.get_by_role("button", name="Make adapter zip").click()
+    # 6. Share: the run chatted with is the one to share. The adapter zip downloads through the browser; a GGUF is
+    # made in a process of its own while the page stays usable, and the page says how to use each.
+    ui.open_tab(page, "share")
+    expect(page.locator("#share-run input")).to_have_value(re.compile(re.escape(run_id)))
+    page.locator("#share-zip").click()
     expect(page.locator("#export-status")).to_contain_text(f"Adapter zip of run {run_id} ready", timeout=60_000)
     link = ui.block_labelled(page, "Adapter zip").locator("a[download]")
     with page.expect_download() as download_info:
@@ -181,6 +183,22 @@ def test_walk_model_data_settings_train_chat_export(page, console, tmp_path, sho
         names = archive.namelist()
     assert any(n.endswith("adapter_model.safetensors") for n in names), names
     assert any(n.endswith("adapter_config.json") for n in names), names
+    results = page.locator("#share-results")
+    expect(results).to_contain_text(f"runs/{run_id}/exports/{run_id}-adapter.zip")
+    expect(results).to_contain_text("AutoPeftModelForCausalLM")
+    page.locator("#share-gguf-q8_0").click()
+    expect(page.locator("#export-status")).to_contain_text("in the background")
+    stem = f"{run_id}-q8_0"
+    expect(results).to_contain_text(f"ollama create {stem.lower()} -f {stem}.Modelfile", timeout=180_000)
+    expect(results).to_contain_text(f"runs/{run_id}/exports/gguf/{stem}.gguf")
+    assert (studio_server.runs_dir / run_id / "exports" / "gguf" / f"{stem}.gguf").is_file()
+    serve = page.locator("#share-serve")
+    expect(serve).to_contain_text("python -m studio serve")
+    expect(serve).to_contain_text("curl http://127.0.0.1:8000/v1/chat/completions")
+    # The push box when this machine has a token, else one sentence saying why not.
+    hub = page.get_by_text(re.compile("Push adapter to the Hub|Pushing to the Hugging Face Hub is not available"))
+    expect(hub.first).to_be_visible()
+    ui.screenshot(page, shots_dir, "6-share")
 
     console.assert_clean()
 
