@@ -4,6 +4,7 @@
     python bench/train_cpu.py --steps 8            # quicker, noisier
     python bench/train_cpu.py --sides baseline,studio,studio-no-varlen,studio-no-logits,studio-no-threads
     python bench/train_cpu.py --threads 1          # both sides pinned to one thread (no thread tuning)
+    python bench/train_cpu.py --sides baseline,studio-fp32,studio-bf16   # the studio in each CPU precision
 
 Model: the bundled SmolLM2-135M-Instruct, LoRA r=8, alpha 16, dropout 0.05 on all linear layers, fp32, AdamW,
 lr 2e-4 with cosine decay and 3% warm-up, batch 4, seed 42 on every side.
@@ -16,18 +17,27 @@ Sides (each its own process; they take turns step by step, see bench/common.py):
   baseline   the way the transformers / peft docs show it: Trainer, DataCollatorForSeq2Seq padding to the
              longest row of the batch, random order, SDPA attention, torch's default threads.
   studio     studio.train.run(RunConfig) exactly as `python -m studio train` runs it (events, status, adapter).
+  studio-fp32, studio-bf16   the studio with its CPU precision forced (`studio` itself follows --precision,
+             by default "auto": the probe in studio/precision.py decides).
   studio-no-LEVER   the studio with one lever off: varlen (per-example attention in packed rows), logits
              (vocabulary logits only on trained tokens), dropout (cheaper LoRA dropout masks), threads (thread
              tuning), packing (padding-free rows; then padded, length-grouped batches); or studio+grouped (packed
              rows in length-grouped order).
 
 Reported: real (non-padding) tokens per second over the timed steps, peak RSS of the process (training), and the
-validation loss of each trained adapter on the held-out chats (same plain evaluation for every side).
+validation loss of each trained adapter on the held-out chats (same plain evaluation for every side). Also the
+model FLOP/s, 4 N per real token (N = parameters with the output projection, as studio/estimate.py counts them:
+forward 2N, backward through the activations 2N, no weight gradients for the frozen base; the studio's skipped
+prompt logits are counted as if computed, so the figure compares sides by the same work), and their share of the
+measured matrix-multiply peak in the precision the side trained in (studio/precision.py's probe at SmolLM2's
+shape, taken once before the sides start: the machine's own limit). The processor's model name and its
+bf16 / AMX flags head the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -59,6 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--sides", default="baseline,studio",
                    help="comma list of: baseline, studio, studio-no-{varlen,logits,dropout,threads,packing}, "
                         "studio+grouped")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="cpu_precision of the `studio` side (and the studio-no-* sides); default auto")
     p.add_argument("--data", default=str(TRAIN))
     p.add_argument("--val", default=str(VAL))
     p.add_argument("--val-rows", type=int, default=40, help="held-out chats evaluated (default: all 40)")
@@ -164,10 +176,12 @@ def train_studio(args, index, turns, result, work: Path, name: str) -> Path:
     from studio.config import RunConfig
 
     estimate.record_speed = lambda *a, **k: None  # a turn-taking run is no measure of this machine's speed
+    forced = {"studio-fp32": "fp32", "studio-bf16": "bf16"}
     config = RunConfig(data_path=args.data, validation_fraction=0.0, max_steps=args.steps + args.untimed_steps,
                        batch_size=args.batch_size, learning_rate=args.lr, max_seq_length=args.max_seq_length,
                        lora_rank=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
-                       eval_every=0, save_every=0, logging_every=1, seed=42, run_name=name)
+                       eval_every=0, save_every=0, logging_every=1, seed=42, run_name=name,
+                       cpu_precision=forced.get(name, args.precision))
     if args.threads or name == "studio-no-threads":
         train.TUNE_CPU_THREADS = False
     if name == "studio-no-varlen":
@@ -183,7 +197,13 @@ def train_studio(args, index, turns, result, work: Path, name: str) -> Path:
         train.training_arguments = lambda *a, **k: dataclasses.replace(
             make_args(*a, **k), train_sampling_strategy="group_by_length")
     callback = common.turn_callback(turns, index, result, untimed_steps=args.untimed_steps)
-    return common.run_studio(config, work / "run", result, callback, ("threads:", "gradient checkpointing"))
+    adapter = common.run_studio(config, work / "run", result, callback,
+                                ("threads:", "gradient checkpointing", "cpu precision:"))
+    from studio.events import read_events
+
+    start = next(e for e in read_events(work / "run") if e["type"] == "start")
+    result.precision = start.get("cpu_precision") or "fp32"  # the format it trained in, for the FLOP/s share
+    return adapter
 
 
 # --- data preparation: the tokenised-data cache --------------------------------------------
@@ -207,24 +227,59 @@ def data_prep_seconds(args) -> tuple[float, float]:
 
 
 # --- report ------------------------------------------------------------------------------
-def report(args, results: list[common.SideResult], load: tuple, prep: tuple[float, float], wall: float) -> str:
+def matmul_peak(args):
+    """The probe of studio/precision.py at SmolLM2's shape, fp32 and bf16, with the sides' thread count."""
+    import torch
+
+    from studio import estimate, models, precision
+    from studio.config import BUNDLED_MODEL
+
+    shape = precision.model_shape(models.load_config(BUNDLED_MODEL))
+    # Longer than the run-time probe: this is the reference of the table, not a start-up cost.
+    timer = functools.partial(_best_of, budget_s=1.0)
+    return precision.measure(args.threads or torch.get_num_threads(), shape, timer), estimate._model_shape(
+        BUNDLED_MODEL)[0]
+
+
+def _best_of(dtype_name, threads, shape, budget_s):
+    from studio import precision
+
+    return precision.matmul_seconds(dtype_name, threads, shape, budget_s=budget_s)
+
+
+def report(args, results: list[common.SideResult], load: tuple, prep: tuple[float, float], wall: float,
+           peak=None, n_params: float = 0.0) -> str:
     base = next((r for r in results if r.name == "baseline"), None)
     timed = max((r.steps for r in results), default=0)
     rows = []
     for r in results:
         if r.error:
-            rows.append([r.name, "failed: " + r.error[:80]] + [""] * 7)
+            rows.append([r.name, "failed: " + r.error[:80]] + [""] * 10)
             continue
         padding = 1 - r.collated_tokens / r.computed_tokens if r.computed_tokens else 0.0
         speedup = f"{r.tokens_per_s / base.tokens_per_s:.2f}x" if base and base.tokens_per_s else ""
         loss_vs = f"{100 * (r.val_loss / base.val_loss - 1):+.1f}%" if base and base.val_loss else ""
         median = sorted(t / s for s, t in r.step_log)[len(r.step_log) // 2] if r.step_log else 0.0
-        rows.append([r.name, f"{r.tokens_per_s:.1f}", speedup, f"{median:.0f}", f"{r.peak_rss_gb:.2f}",
-                     f"{r.val_loss:.4f}", loss_vs, f"{100 * padding:.0f}%", f"{r.step_seconds:.0f}"])
-    header = ["side", "real tokens/s", "vs baseline", "median step tokens/s", "peak RSS GB", "val loss",
-              "val loss vs baseline", "padding computed", "timed s"]
+        used = getattr(r, "precision", "fp32")  # the baseline trains in fp32
+        model_flops = 4 * n_params * r.tokens_per_s
+        limit = (peak.bf16_flops if used == "bf16" else peak.fp32_flops) if peak else 0.0
+        share = f"{100 * model_flops / limit:.0f}% of {limit / 1e9:,.0f}" if limit else ""
+        rows.append([r.name, used, f"{r.tokens_per_s:.1f}", speedup, f"{median:.0f}", f"{model_flops / 1e9:.0f}",
+                     share, f"{r.peak_rss_gb:.2f}", f"{r.val_loss:.4f}", loss_vs, f"{100 * padding:.0f}%",
+                     f"{r.step_seconds:.0f}"])
+    header = ["side", "precision", "real tokens/s", "vs baseline", "median step tokens/s", "model GFLOP/s (4N)",
+              "of matmul peak GFLOP/s", "peak RSS GB", "val loss", "val loss vs baseline", "padding computed",
+              "timed s"]
+    from studio import precision
+
     lines = [f"{time.strftime('%Y-%m-%d %H:%M')}, {common.machine()}",
-             f"command: python bench/train_cpu.py {' '.join(sys.argv[1:])}".rstrip(),
+             f"processor: {precision.cpu_flags()}"]
+    if peak:
+        lines.append(f"matrix-multiply peak (studio/precision.py probe, SmolLM2 shape, casts included): fp32 "
+                     f"{peak.fp32_flops / 1e9:,.0f} GFLOP/s, bf16 {peak.bf16_flops / 1e9:,.0f} GFLOP/s; the "
+                     f"automatic choice here: {peak.name}; N = {n_params / 1e6:.0f}M")
+    lines += [
+f"command: python bench/train_cpu.py {' '.join(sys.argv[1:])}".rstrip(),
              f"{args.untimed_steps} + {timed} steps x batch {args.batch_size} = "
              f"{(args.untimed_steps + timed) * args.batch_size} examples per side, the first "
              f"{args.untimed_steps} step(s) not timed; {results[0].real_tokens} real tokens timed; load average "
@@ -243,7 +298,8 @@ def report(args, results: list[common.SideResult], load: tuple, prep: tuple[floa
 def main(argv=None) -> int:
     args = parse_args(argv)
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
-    known = {"baseline", "studio", "studio+grouped"} | {f"studio-no-{lever}" for lever in LEVERS}
+    known = {"baseline", "studio", "studio+grouped", "studio-fp32", "studio-bf16"} | {
+        f"studio-no-{lever}" for lever in LEVERS}
     unknown = [s for s in sides if s not in known]
     if unknown:
         print(f"Error: unknown side(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}.",
@@ -262,9 +318,10 @@ def main(argv=None) -> int:
     started = time.time()
     load_start = os.getloadavg()[0]
     prep = data_prep_seconds(args)
+    peak, n_params = matmul_peak(args)
     results = common.run_sides(worker, sides, args, interleave=not args.sequential,
                                deadline=started + 60 * args.max_minutes)
-    text = report(args, results, (load_start, os.getloadavg()[0]), prep, time.time() - started)
+    text = report(args, results, (load_start, os.getloadavg()[0]), prep, time.time() - started, peak, n_params)
     print(text)
     common.write_json(args.json, {"args": vars(args), "results": [r.__dict__ for r in results], "report": text})
     return 1 if any(r.error for r in results) else 0
