@@ -45,6 +45,9 @@ log = logging.getLogger("studio.tune")
 SWEEP_FILE, BEST_CONFIG_FILE, JOURNAL_FILE = "sweep.json", "best_config.json", "journal.log"
 SWEEPS_DIR = "sweeps"  # inside the runs folder; the run list skips it (it has no config.json)
 MIN_BUDGET_S, MAX_BUDGET_S = 60, 8 * 3600
+NO_VALIDATION = ("The trial measured no validation loss, so trials cannot be compared: the validation split came "
+                 "out empty (rows that repeat are kept on one side). Give a separate validation file, raise the "
+                 "validation share, or use more varied rows.")
 EVALS_PER_TRIAL = 4  # the rungs the pruner compares trials at: a quarter, half, three quarters, the end
 
 
@@ -252,6 +255,9 @@ class Sweep:
             self.spent_s = time.time() - started
             self._finish_trial(trial, entry, run_dir, status, hooks, best)
             self.save()
+            if entry.get("message") == NO_VALIDATION:  # every trial would end the same way
+                self.save(status="failed", message=NO_VALIDATION)
+                return "failed"
             if hooks.stop_requested:
                 outcome = "stopped"
                 break
@@ -275,6 +281,9 @@ class Sweep:
         elif status == "finished" and best is not None and math.isfinite(best):
             entry.update(status="complete")
             self.study.tell(trial, best)
+        elif status == "finished":  # trained, but never validated: nothing to compare trials on
+            entry.update(status="failed", message=NO_VALIDATION)
+            self.study.tell(trial, state=TrialState.FAIL)
         elif status == "stopped":  # the person pressed Stop: the trial is not a result
             entry.update(status="stopped")
             self.study.tell(trial, state=TrialState.FAIL)
@@ -287,7 +296,7 @@ class Sweep:
         counts = {s: sum(1 for t in trials if t.get("status") == s) for s in ("complete", "pruned", "failed")}
         head = {"finished": "The search finished", "stopped": "The search was stopped"}[outcome]
         text = (f"{head} after {self.spent_s / 60:.1f} of {self.budget_s / 60:.0f} minutes: {counts['complete']} "
-                f"trials completed, {counts['pruned']} stopped early as unpromising")
+                f"trials finished, {counts['pruned']} stopped early as unpromising")
         if counts["failed"]:
             text += f", {counts['failed']} failed"
         best = self.record.get("best_trial")
@@ -564,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("sweep failed")
             sweep.save(status="failed", message=f"The search failed ({type(err).__name__}); see the log.")
             tell_user(f"Error: the search failed ({type(err).__name__}: {err}).")
+            return 1
+        if outcome == "failed":
+            tell_user(f"Error: {sweep.record.get('message')}")
             return 1
         print(sweep.record.get("message", outcome), flush=True)
     return 0

@@ -49,7 +49,7 @@ def test_a_sweep_runs_trials_prunes_the_weak_and_writes_the_best_config(tiny_dat
     config = json.loads((sweep_dir / "best_config.json").read_text())
     assert config["learning_rate"] == best["params"]["learning_rate"] and config["max_steps"] == 8
     RunConfig(**config)  # trains as it is
-    assert record["best_trial"] == best["number"] and "trials completed" in record["message"]
+    assert record["best_trial"] == best["number"] and "trials finished" in record["message"]
 
 
 def test_the_sweep_ends_inside_its_budget_and_starts_no_trial_that_cannot_finish(tiny_data, tmp_path):
@@ -105,3 +105,17 @@ def test_a_killed_sweep_resumes_and_reruns_the_interrupted_trial(tiny_data, tmp_
     assert rerun and rerun[0]["status"] in ("complete", "pruned")
     assert len([t for t in record["trials"] if t["status"] in ("complete", "pruned")]) == 2
     assert (sweep_dir / "best_config.json").is_file()
+
+
+def test_a_search_whose_trials_cannot_validate_stops_at_once_and_says_why(tmp_path):
+    from .conftest import write_messages_jsonl
+
+    runs = tmp_path / "runs"
+    # 40 rows repeating five answers: the split keeps repeats on one side, so a tenth held out comes out empty.
+    data = write_messages_jsonl(tmp_path / "repeats.jsonl", 40)
+    sweep_dir = tune.new_sweep_dir(runs)
+    sweep = tune.Sweep(sweep_dir, tiny_config(data, max_steps=4, validation_fraction=0.1), runs, budget_s=300,
+                       max_trials=4, space=tune.SearchSpace(lora_dropout=None))
+    assert sweep.run() == "failed"
+    record = tune.read_sweep(sweep_dir)
+    assert len(record["trials"]) == 1 and record["status"] == "failed" and record["message"] == tune.NO_VALIDATION

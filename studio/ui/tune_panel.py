@@ -37,12 +37,14 @@ STATUS_WORDS = {"running": "training now", "complete": "finished", "pruned": "st
 SWEEP_WORDS = {"starting": "🟡 starting", "running": "🟢 searching", "stopping": "🟡 stopping",
                "finished": "✅ finished", "stopped": "⏹️ stopped", "failed": "❌ failed"}
 PLOT_DTYPES = {"step": "int64", "validation loss": "float64", "trial": "object"}
-TABLE_COLUMNS = ["Trial", "Learning rate", "LoRA rank", "LoRA alpha", "Dropout", "Steps", "Best validation loss",
+TABLE_COLUMNS = ["Trial", "Learning rate", "LoRA rank", "LoRA alpha", "Dropout", "Steps trained",
+                 "Best validation loss",
                  "Status", "Time"]
 # One colour per trial, sent with every frame: a Gradio plot keeps the colours of the series its first frame named,
 # and a trial that starts later would otherwise be drawn without one (invisible until a reload).
 PALETTE = ["#4f46e5", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777", "#65a30d",
            "#475569"]
+FIRM_IMPORTANCE_TRIALS = 8  # fewer finished trials than this: the importances are said to be a rough guess
 IMPORTANCE_WORDS = {"learning_rate": "learning rate", "lora_rank": "LoRA rank", "lora_alpha_ratio": "LoRA alpha",
                     "max_steps": "length (steps)", "lora_dropout": "dropout"}
 
@@ -136,7 +138,7 @@ def trial_table(record: dict) -> pd.DataFrame:
         rows.append({"Trial": t.get("number"), "Learning rate": _number(p.get("learning_rate"), ".1e"),
                      "LoRA rank": p.get("lora_rank", "-"), "LoRA alpha": p.get("lora_alpha", "-"),
                      "Dropout": _number(p.get("lora_dropout"), ".2f"),
-                     "Steps": t.get("steps", "-") if t.get("steps") is not None else "-",
+                     "Steps trained": t.get("steps", "-") if t.get("steps") is not None else "-",
                      "Best validation loss": _number(t.get("best_val_loss"), ".4f"),
                      "Status": STATUS_WORDS.get(t.get("status"), t.get("status", "-")),
                      "Time": fmt_time(t.get("seconds")) if t.get("seconds") else "-"})
@@ -170,8 +172,12 @@ def importance_text(record: dict) -> str:
         return ("**Which setting mattered most** appears once two trials have finished.") if record else ""
     parts = [f"{IMPORTANCE_WORDS.get(k, k)} **{v:.0%}**" for k, v in sorted(values.items(), key=lambda kv: -kv[1])]
     top = IMPORTANCE_WORDS.get(max(values, key=values.get), "")
-    return (f"**Which setting mattered most** (share of the differences in validation loss it explains): "
-            f"{', '.join(parts)}. Spend your next changes on the {top}; the others made little difference here.")
+    done = sum(1 for t in record.get("trials", []) if t.get("status") == "complete")
+    text = (f"**Which setting mattered most** (share of the differences in validation loss it explains): "
+            f"{', '.join(parts)}. Spend your next changes on the {top}.")
+    if done < FIRM_IMPORTANCE_TRIALS:
+        text += f" A rough guess from only {done} finished trials: it firms up as more trials finish."
+    return text
 
 
 def status_text(sweep_dir: Path, record: dict) -> str:
@@ -296,12 +302,14 @@ def use_best(ctx: UIContext, names: list[str]) -> list:
     trial = next((t for t in record.get("trials", []) if t.get("number") == record.get("best_trial")), {})
     chosen = [n for n in PARAM_FIELDS if n in (trial.get("params") or {})] or PARAM_FIELDS
     updates = [gr.update(value=getattr(best, n)) if n in chosen else gr.skip() for n in names]
-    said = ", ".join(f"{field_label(n)} {_said(getattr(best, n))}" for n in chosen if n in names)
+    said = ", ".join(f"{field_label(n)} {_said(n, getattr(best, n))}" for n in chosen if n in names)
     return updates + [f"Filled in from trial {record.get('best_trial')}: {said}. Start training on the **Train** tab."]
 
 
-def _said(value) -> str:
-    return format(value, ".2e") if isinstance(value, float) and 0 < abs(value) < 1e-2 else str(value)
+def _said(name: str, value) -> str:
+    if name == "learning_rate":
+        return format(value, ".1e")
+    return format(value, "g") if isinstance(value, float) else str(value)
 
 
 def poll_search(ctx: UIContext, seen) -> SearchView:
