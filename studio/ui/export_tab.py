@@ -269,6 +269,11 @@ def serve_howto_or_blank(ctx: UIContext, run_id: str | None) -> str:
     return serve_howto(ctx, run_id) if run_id and run_id != NO_RUN else ""
 
 
+def zip_box(file) -> gr.File:
+    """The download box shows only while it holds a zip: empty, it looks like a place to drop a file."""
+    return gr.File(visible=bool(file))
+
+
 def forget() -> ExportView:
     """Another run was picked: the zip and the status line were the previous run's."""
     return ExportView()
@@ -299,7 +304,9 @@ def build_share_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
                 "use it. Each writes into the run's own folder (`exports`), and the list below says what was made "
                 "and how to use it.")
     with gr.Row():
-        run_select = gr.Dropdown([], value=None, label="Run", scale=4, elem_id="share-run",
+        # Filled when the page loads and the tab opens (no run names before a login). An API client may send any
+        # run id from /list_runs: the handlers check it on disk (sessions.run_dir_of).
+        run_select = gr.Dropdown([], value=None, label="Run", scale=4, elem_id="share-run", allow_custom_value=True,
                                  info="finished or stopped runs (they have a saved adapter)")
         refresh = gr.Button("Refresh runs", scale=1, size="sm", elem_id="share-refresh")
     buttons = {}
@@ -307,7 +314,7 @@ def build_share_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
         with gr.Row(equal_height=True):
             buttons[target.id] = gr.Button(target.button, scale=1, min_width=200, elem_id=f"share-{target.id}")
             gr.Markdown(target.what, elem_classes="share-what")
-    zip_file = gr.File(label="Adapter zip", interactive=False, elem_id="export-file")
+    zip_file = gr.File(label="Adapter zip", interactive=False, visible=False, elem_id="export-file")
     status = gr.Markdown(elem_id="export-status")
     with gr.Row(visible=False) as hub_row:
         repo_id = gr.Textbox(label="Hugging Face repository", placeholder="your-name/model-name", scale=3)
@@ -320,6 +327,7 @@ def build_share_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     view = ExportView(zip_file, status)
     shown = bind(show_results, ctx)
     buttons["zip"].click(bind(make_zip, ctx), run_select, slots(view), api_name="export_zip").then(
+        zip_box, zip_file, zip_file, api_visibility="private").then(
         shown, run_select, slots(results), api_visibility="private")
     for target in TARGETS[1:]:
         event = (buttons[target.id].click(bind(merge, ctx), run_select, status, api_name="export_merged")
@@ -329,7 +337,8 @@ def build_share_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     push_btn.click(bind(push, ctx), [run_select, repo_id], status, api_name="push_to_hub")
     push_space_btn.click(bind(push_space, ctx), [run_select, repo_id], status, api_visibility="private")
     results.timer.tick(shown, run_select, slots(results), show_progress="hidden", api_visibility="private")
-    run_select.change(bind(forget), None, slots(view), api_visibility="private", queue=False)
+    run_select.change(bind(forget), None, slots(view), api_visibility="private", queue=False).then(
+        zip_box, zip_file, zip_file, api_visibility="private", queue=False)
     run_select.change(shown, run_select, slots(results), api_visibility="private")
     run_select.change(bind(serve_howto_or_blank, ctx), run_select, serve_md, api_visibility="private")
     refresh.click(bind(run_list, ctx), run_select, run_select, api_visibility="private")
@@ -342,7 +351,8 @@ def build_share_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     if ctx.chat is not None:  # picking a run to chat with makes it the one to share
         chat_run = ctx.chat.run_select
         chat_run.change(bind(follow_chat_run, ctx), chat_run, run_select, api_visibility="private")
-        chat_run.change(bind(forget), None, slots(view), api_visibility="private", queue=False)
+        chat_run.change(bind(forget), None, slots(view), api_visibility="private", queue=False).then(
+            zip_box, zip_file, zip_file, api_visibility="private", queue=False)
 
 
 build_export_tab = build_share_tab  # the name it had while it sat under the Chat tab
