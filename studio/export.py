@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "to this new folder; plain transformers loads it")
     what.add_argument("--gguf", metavar="OUT.gguf",
                       help="one GGUF file (adapter merged in, tokenizer and chat template inside) for llama.cpp, "
-                           "Ollama and LM Studio, with an Ollama Modelfile beside it")
+                           "Ollama and LM Studio, with an Ollama Modelfile beside it (OUT.Modelfile)")
     what.add_argument("--space", metavar="OUT_DIR",
                       help="a Hugging Face Space folder (app.py, requirements, README); with --push, upload it")
     parser.add_argument("--push", metavar="REPO_ID",
