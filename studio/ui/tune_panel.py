@@ -202,8 +202,8 @@ def status_text(sweep_dir: Path, record: dict) -> str:
         lines.append(str(record["message"]))
     best = record.get("best_trial")
     if best is not None:
-        lines.append(f"Best so far: **trial {best}**. Press **Use these settings** to put its settings in the form "
-                     f"above, then start training on the **Train** tab.")
+        lines.append(f"{'Best so far' if state in LIVE else 'Best'}: **trial {best}**. Press **Use these settings** "
+                     f"to put its settings in the form above, then start training on the **Train** tab.")
     return "\n\n".join(lines)
 
 
