@@ -209,7 +209,8 @@ class Sweep:
         from . import jobs, train
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / STOP_FILE).unlink(missing_ok=True)
+        if self.record.get("status") != "starting":  # a Stop pressed while the process was starting still counts
+            (self.dir / STOP_FILE).unlink(missing_ok=True)
         self.fail_abandoned_trials()
         started = time.time() - self.spent_s
         deadline = started + self.budget_s

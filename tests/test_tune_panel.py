@@ -127,3 +127,14 @@ def test_bad_ranges_are_one_sentence_and_nothing_starts(ctx):
     assert tune.sweep_dirs(ctx.runs_dir) == []
     with pytest.raises(UserError):
         tune_panel.SearchRequest(dropout_low=0.5, dropout_high=0.1).space()
+
+
+def test_a_stop_pressed_while_the_search_starts_still_stops_it(ctx):
+    data = write_messages_jsonl(ctx.uploads_dir / "train.jsonl", 20)
+    names, values = form_of(tiny_config(data, max_steps=8, validation_fraction=0.25))
+    assert tune_panel.start_search(ctx, names, *request(), *values).notice.startswith("Started")
+    sweep_dir = tune_panel.shown_sweep(ctx.runs_dir)
+    assert "starting" in tune_panel.draw_search(ctx.runs_dir).status
+    assert tune_panel.stop_search(ctx).startswith("Stopping")  # before the process has even imported torch
+    state = tune.wait_for_sweep(sweep_dir, timeout_s=120)
+    assert state["status"] == "stopped" and state["trials"] == []
