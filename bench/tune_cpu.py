@@ -1,6 +1,6 @@
 """The settings search against the full grid it samples from, on the bundled model (CPU).
 
-    python bench/tune_cpu.py [--steps 24] [--rows 120] [--trials 4]
+    python bench/tune_cpu.py [--steps 24] [--rows 120] [--trials 4] [--seq-len 256]
 
 The grid: 3 learning rates x 3 LoRA ranks (alpha = 2 x rank), every cell trained to the end. The tuner: the same
 choices (studio.tune with a categorical learning rate over the same three values), `--trials` trials, weak ones
@@ -50,6 +50,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--rows", type=int, default=120)
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=256, help="cut-off in tokens; shorter rows train faster on CPU")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -57,7 +58,8 @@ def main() -> int:
         data = tmp / "rows.jsonl"
         data.write_text("\n".join(rows) + "\n")
         base = RunConfig(model=BUNDLED_MODEL, data_path=str(data), max_steps=args.steps, batch_size=4,
-                         max_seq_length=256, validation_fraction=0.2, eval_every=max(1, args.steps // 4), save_every=0)
+                         max_seq_length=args.seq_len, validation_fraction=0.2, eval_every=max(1, args.steps // 4),
+                         save_every=0)
         runs = tmp / "runs"
         started = time.time()
         grid = []
