@@ -12,6 +12,10 @@ same adapter through peft's general forward, for reference. "first token" is mea
 generate(); "first text" is what a user waits for through ChatSession.stream (the first whole word).
 Columns are timed in interleaved rounds and the best round is shown next to the median, because other
 work on a shared machine only ever makes a round slower.
+
+On a CPU a second table compares the number formats (studio/precision.py): the tuned column in fp32 and in
+bf16, first token and decode speed, and whether the greedy answers to a few short questions are the same words.
+The first table uses the format the chat chooses by itself ("auto"), named in its title.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from studio.chat import ChatSession, GenerationSettings  # noqa: E402
 from studio.config import BUNDLED_MODEL, RunConfig  # noqa: E402
 
+QUESTIONS = ["What is the capital of France?", "How do I restart my router?", "Name three colours of the rainbow.",
+             "Why is my Wi-Fi slow in the evening?"]
 TEXT = ("Our home internet customers write to us about slow Wi-Fi in the evening, routers that restart on their own, "
         "bills that changed without warning, moving house, and setting up parental controls on a new hub. ")
 
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per answer (default 64)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed answers per column, interleaved across columns (default 3)")
+    parser.add_argument("--no-precisions", action="store_true", help="skip the fp32 / bf16 table on a CPU")
     args = parser.parse_args(argv)
 
     import torch
@@ -144,8 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             for i, (_, sess, use_adapter) in enumerate(columns):
                 first, decode = measure(sess, messages, settings, use_adapter)
                 timings[i].append((first, decode, first_text_s(sess, messages, settings, use_adapter)))
+        formats = None
+        if not torch.cuda.is_available() and not args.no_precisions:
+            del general, merged  # one model per format next, not five at once
+            formats = compare_precisions(args, run, messages, settings)
 
     device = "CUDA" if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    if session.precision is not None:
+        device += f", {session.precision.name} ({session.precision.reason})"
     print(f"\nChat speed: {args.model}, {device}, prompt {n_prompt} tokens, {args.new_tokens} new tokens, greedy; "
           f"best and median of {args.repeats}\n")
     print(f"{'column':<36}{'first token s':>15}{'(median)':>10}{'decode tok/s':>14}{'(median)':>10}"
@@ -162,7 +175,43 @@ def main(argv: list[str] | None = None) -> int:
           f"forward (goal >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
     print(f"first token, base and tuned: {slowest_first:.3f} s at most (goal < 1 s: "
           f"{'met' if slowest_first < 1 else 'NOT met'})")
+    if formats:
+        from studio import precision
+
+        print(f"\nNumber formats on this CPU ({precision.cpu_flags()}): the tuned column as served, best and median of "
+              f"{args.repeats}\n")
+        print(f"{'format':<10}{'first token s':>15}{'(median)':>10}{'decode tok/s':>14}{'(median)':>10}")
+        for name, rows in formats["timings"].items():
+            firsts, decodes = zip(*rows)
+            print(f"{name:<10}{min(firsts):>15.3f}{statistics.median(firsts):>10.3f}{max(decodes):>14.1f}"
+                  f"{statistics.median(decodes):>10.1f}")
+        same = formats["same"]
+        print(f"\ngreedy answers, bf16 the same words as fp32: {sum(same)} of {len(same)} questions "
+              f"({len(QUESTIONS)} questions x base and tuned, 32 new tokens)")
+        for question, fp32_answer, bf16_answer in formats["differ"][:2]:
+            print(f"  differs: {question!r}\n    fp32: {fp32_answer!r}\n    bf16: {bf16_answer!r}")
     return 0
+
+
+def compare_precisions(args, run: Path, messages, settings: GenerationSettings) -> dict:
+    """The tuned column in fp32 and bf16 (interleaved rounds), and the greedy answers of both to QUESTIONS."""
+    sessions = {name: ChatSession(args.model, run / "adapter", cpu_precision=name) for name in ("fp32", "bf16")}
+    for sess in sessions.values():
+        measure(sess, messages, settings, True)  # warm-up
+    timings: dict[str, list[tuple[float, float]]] = {name: [] for name in sessions}
+    for _ in range(args.repeats):
+        for name, sess in sessions.items():
+            timings[name].append(measure(sess, messages, settings, True))
+    short = GenerationSettings(max_new_tokens=32)
+    same, differ = [], []
+    for question in QUESTIONS:
+        for use_adapter in (False, True):
+            fp32_answer, bf16_answer = (sessions[name].generate(question, short, use_adapter=use_adapter)
+                                        for name in ("fp32", "bf16"))
+            same.append(fp32_answer.split() == bf16_answer.split())
+            if not same[-1]:
+                differ.append((question, fp32_answer, bf16_answer))
+    return {"timings": timings, "same": same, "differ": differ}
 
 
 if __name__ == "__main__":
