@@ -87,7 +87,8 @@ def _none_installed(package: str) -> bool:
 
 def automatic(cuda: bool, installed: Callable[[str], bool] = _none_installed) -> Method:
     """What "auto" trains with: QLoRA on a GPU with bitsandbytes, LoRA 16-bit on a GPU without it (a GPU machine
-    set up without the gpu extra), LoRA fp32 on a CPU (bf16 there is ~20x slower, 4-bit ~15x)."""
+    set up without the gpu extra), the LoRA method on a CPU: its number format there is RunConfig.cpu_precision
+    (studio/precision.py measures whether bf16 pays on this processor; 4-bit on a CPU is ~15x slower)."""
     if not cuda:
         return LORA32
     return QLORA if installed(QLORA.needs_package) else LORA16

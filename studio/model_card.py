@@ -26,8 +26,10 @@ USAGE = {
     "merged": ("```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
                "model = AutoModelForCausalLM.from_pretrained(FOLDER)\n"
                "tokenizer = AutoTokenizer.from_pretrained(FOLDER)\n```"),
-    "gguf": ("```bash\nollama create {name} -f Modelfile && ollama run {name}\n"
-             "# or: llama-cli -m {name}.gguf -cnv\n```"),
+    # The Modelfile is named after its GGUF file (gguf_export.modelfile_path): MODEL.gguf -> MODEL.Modelfile.
+    "gguf": ("```bash\n# in the folder of MODEL.gguf and MODEL.Modelfile\n"
+             "ollama create my-model -f MODEL.Modelfile && ollama run my-model\n"
+             "# or: llama-cli -m MODEL.gguf -cnv\n```"),
     "space": "This folder is a Hugging Face Space: `python app.py` runs it locally; pushed, it runs on the hub.",
 }
 WHAT = {"adapter": "a LoRA adapter (small; loads on top of the base model)",

@@ -100,7 +100,7 @@ def test_chat_and_export_are_quiet(trained, logs, tmp_path):
     assert "README.md" in names and "adapter_config.json" in names  # the model card travels with the adapter
     out = _run(logs, "export", str(trained), "--gguf", str(tmp_path / "g" / "model.gguf"), "--quant", "q8_0")
     assert out.returncode == 0 and out.stderr == "", out.stderr
-    assert "ollama create model -f Modelfile" in out.stdout and (tmp_path / "g" / "Modelfile").is_file()
+    assert "ollama create model -f model.Modelfile" in out.stdout and (tmp_path / "g" / "model.Modelfile").is_file()
     out = _run(logs, "export", str(trained), "--space", str(tmp_path / "space"))
     assert out.returncode == 0 and out.stderr == "" and (tmp_path / "space" / "app.py").is_file(), out.stderr
     out = _run(logs, "export", str(tmp_path / "missing"), "--zip", str(tmp_path / "b.zip"))
