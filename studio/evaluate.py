@@ -80,6 +80,10 @@ BASE_CACHE_ENTRIES = 20_000  # cached base-model results (answers, scores) kept;
 BASE_CACHE_DIR: Path | None = None  # None: models.cache_dir() / "report-base" (a benchmark starts from an empty one)
 
 NEXT_STEPS = ("more_steps", "balanced", "lower_lr", "fewer_epochs", "more_data", "bigger_model", "none")
+# The run history's "Try next" column: each next step in a few plain words (the verdict says it in full).
+NEXT_STEP_WORDS = {"more_steps": "train longer", "balanced": "the Balanced preset",
+                   "lower_lr": "a lower learning rate", "fewer_epochs": "fewer epochs",
+                   "more_data": "more or cleaner data", "bigger_model": "a bigger model", "none": "-"}
 
 
 # --- measuring ----------------------------------------------------------------------------

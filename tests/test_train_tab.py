@@ -287,3 +287,32 @@ def test_a_finished_run_shows_its_report_card_verdict(runs_dir):
     (run_dir / "report.json").write_text(json.dumps({"verdict": {"text": "Better at your task (+38%)."}}))
     text = train_tab.draw_run(runs_dir, "rep").status
     assert "### Report card\nBetter at your task (+38%)." in text and "rep/report.html" in text
+
+
+def test_run_history_shows_each_report_cards_headline_as_sortable_columns(runs_dir):
+    import json
+
+    from studio.evaluate import headline
+
+    def report(base_chrf, tuned_chrf, forgetting, parroting, ready, next_step):
+        card = {"task": {"chrf": {"base": base_chrf, "tuned": tuned_chrf}, "loss": {"base": 3.5, "tuned": 2.4}},
+                "general": {"accuracy": {"base": 0.6, "tuned": 0.58}, "forgetting": forgetting},
+                "parroting": {"flag": parroting, "train": {"share": 0.1}},
+                "verdict": {"ready": ready, "next": next_step}}
+        return {**card, "headline": headline(card)}
+
+    events = [("start", {"total_steps": 2, "method": "lora32"}), ("end", {"status": "finished", "step": 2})]
+    for run_id, card in [("good", report(20.0, 27.6, False, False, True, "none")),
+                         ("parrot", report(20.0, 22.0, True, True, False, "fewer_epochs")), ("bare", None)]:
+        run_dir = make_run(runs_dir, run_id, "finished", events, step=2, total_steps=2)
+        if card:
+            (run_dir / "report.json").write_text(json.dumps(card))
+    table = train_tab.history_table(runs_dir).set_index("Run")
+    assert table.loc["good", "Task score"] == 27.6 and table.loc["good", "vs base %"] == 38
+    assert (table.loc["good", "General knowledge"], table.loc["good", "Parroting"],
+            table.loc["good", "Try next"]) == ("kept", "no", "ready to share")
+    assert (table.loc["parrot", "General knowledge"], table.loc["parrot", "Parroting"],
+            table.loc["parrot", "Try next"]) == ("slipped", "yes", "fewer epochs")
+    assert table.loc["bare", "Task score"] is None and table.loc["bare", "Try next"] == ""
+    # Numbers stay numbers, so sorting the column orders runs by score, not by text.
+    assert sorted(table["Task score"].dropna()) == [22.0, 27.6]

@@ -167,16 +167,42 @@ def report_lines(run_dir) -> list[str]:
     return lines
 
 
+HISTORY_COLUMNS = ["Run", "Status", "Model", "Data", "Method", "Steps", "Best val loss", "Task score",
+                   "vs base %", "General knowledge", "Parroting", "Try next", "Duration", "Started"]
+HISTORY_NUMBERS = ("Best val loss", "Task score", "vs base %")  # sorted as numbers in the page; blank when missing
+
+
+def report_columns(run_dir) -> dict:
+    """The report card's headline as run-history columns: numbers stay numbers so the columns sort; a run without
+    a report shows blanks."""
+    from ..evaluate import NEXT_STEP_WORDS, read_report
+
+    head = (read_report(run_dir) or {}).get("headline")
+    if not isinstance(head, dict):
+        return {"Task score": None, "vs base %": None, "General knowledge": "", "Parroting": "", "Try next": ""}
+    base, tuned = head.get("chrf_base"), head.get("chrf_tuned")
+    gain = round((tuned - base) / base * 100) if isinstance(base, (int, float)) and base > 0 and \
+        isinstance(tuned, (int, float)) else None
+    return {"Task score": None if tuned is None else round(float(tuned), 1), "vs base %": gain,
+            "General knowledge": "" if head.get("forgetting") is None else
+            ("slipped" if head["forgetting"] else "kept"),
+            "Parroting": "" if head.get("parroting") is None else ("yes" if head["parroting"] else "no"),
+            "Try next": "ready to share" if head.get("ready") else NEXT_STEP_WORDS.get(head.get("next"), "")}
+
+
 def history_table(runs_dir) -> pd.DataFrame:
-    """One row per run on disk, newest first; no rows without a runs folder (the page as built, before a login)."""
+    """One row per run on disk, newest first; no rows without a runs folder (the page as built, before a login).
+    Task score is the tuned model's closeness to your held-out answers (chrF, 0 to 100) from its report card."""
     rows = [{"Run": s.run_id, "Status": s.status, "Model": s.model, "Data": s.data,
              "Method": methods.LABELS.get(s.method, s.method), "Steps": f"{s.step}/{s.total_steps}",
-             "Best val loss": "-" if s.best_eval_loss is None else f"{s.best_eval_loss:.4f}",
-             "Duration": fmt_time(s.duration_s),
+             "Best val loss": None if s.best_eval_loss is None else round(s.best_eval_loss, 4),
+             **report_columns(s.path), "Duration": fmt_time(s.duration_s),
              "Started": time.strftime("%Y-%m-%d %H:%M", time.localtime(s.started)) if s.started else "-"}
             for s in (jobs.list_runs(runs_dir) if runs_dir is not None else [])]
-    return pd.DataFrame(rows, columns=["Run", "Status", "Model", "Data", "Method", "Steps", "Best val loss",
-                                       "Duration", "Started"])
+    frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    for column in HISTORY_NUMBERS:  # pandas would turn a missing number into NaN, which the page prints as "NaN"
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
 
 
 def compare_runs(runs_dir, run_ids: list[str]):
@@ -428,7 +454,13 @@ def build_train_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     log_box = gr.Code(label="Last lines of the worker log", visible=False, elem_id="log-tail")
 
     with gr.Accordion("Run history and comparison", open=False):
-        table = gr.Dataframe(value=history_table(None), interactive=False, elem_id="history")
+        gr.Markdown("From each run's report card: **Task score** is how close the fine-tuned model's answers came "
+                    "to yours on rows kept aside from training (chrF, 0 to 100, higher is better) and **vs base %** "
+                    "its change from the model you started from; **General knowledge** kept or slipped on general "
+                    "questions; **Parroting** whether it repeats training answers word for word; **Try next** the "
+                    "report's advice. Click a column's name to sort by it.")
+        table = gr.Dataframe(value=history_table(None), interactive=False, elem_id="history",
+                             datatype=["number" if c in HISTORY_NUMBERS else "str" for c in HISTORY_COLUMNS])
         with gr.Row():
             compare_select = gr.Dropdown(label="Runs to compare", multiselect=True, choices=[])
             compare_btn = gr.Button("Compare")
