@@ -6,6 +6,7 @@ so a crash or an out-of-memory error takes down only the run. It never imports g
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -98,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         print(run_dir, flush=True)
         if log_path() is not None:  # started as `python -m studio train`: C-level noise belongs to this run's log
             send_stderr_to_log(run_dir / LOG_FILE)
-        status, message = run_and_describe(config, run_dir, resume=bool(args.resume))
+        # stdout carries the run folder only (scripts read it): what libraries print during the run (Trackio's
+        # "* Run finished ...") goes to the run's log.
+        with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file):
+            status, message = run_and_describe(config, run_dir, resume=bool(args.resume))
     if status == "failed":
         tell_user(f"Error: {message} (log: {run_dir / LOG_FILE})")
         return 1
@@ -292,7 +296,9 @@ def report_card(run_dir: Path, trainer, step: int) -> dict | None:
     except Exception:  # noqa: BLE001 - see the docstring
         log.warning("report card not written", exc_info=True)
         return None
-    figures = {f"report/{name}": float(value) for name, value in report["headline"].items()
+    # "eval_" keys: the Trainer's trackers file them with the evaluations (TensorBoard: eval/report_chrf_tuned);
+    # any other key would land under train/.
+    figures = {f"eval_report_{name}": float(value) for name, value in report["headline"].items()
                if isinstance(value, (int, float)) and value is not None}
     try:
         trainer.log(figures)  # to the tracker chosen by report_to (the event log ignores these keys)
@@ -352,6 +358,7 @@ def build_trainer(config: RunConfig, method: Method, model, tokenizer, train_set
     if TUNE_CPU_THREADS and not torch.cuda.is_available():
         callbacks.append(callback_class("CpuThreadTuner")())
     args = training_arguments(config, method, run_dir, has_eval=val_set is not None)
+    point_tracker_at(config, run_dir)
     trainer = studio_trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
                                      data_collator=packing.make_collator(config, tokenizer),
                                      processing_class=tokenizer, callbacks=callbacks)
@@ -639,6 +646,17 @@ def tracker(config: RunConfig) -> list[str]:
     return [config.report_to]
 
 
+TENSORBOARD_DIR = "tensorboard"  # in the run folder: `tensorboard --logdir runs` then shows every run side by side
+TRACKER_PROJECT = "studio"  # Trackio's and W&B's project name; each run is named after its run id
+
+
+def point_tracker_at(config: RunConfig, run_dir: Path) -> None:
+    """TensorBoard's event files go to the run's own folder (transformers takes the place from this variable only;
+    otherwise they would sit among the checkpoints). A folder the person set themselves wins."""
+    if config.report_to == "tensorboard":
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / TENSORBOARD_DIR))
+
+
 def training_arguments(config: RunConfig, method: Method, run_dir: Path, has_eval: bool):
     import torch
     from transformers import TrainingArguments
@@ -680,6 +698,8 @@ def training_arguments(config: RunConfig, method: Method, run_dir: Path, has_eva
         # Packed rows hold no padding; "non_padding" would also skip real end-of-turn tokens when pad == eos.
         include_num_input_tokens_seen="all" if config.packing else "non_padding",
         report_to=tracker(config),
+        run_name=run_dir.name,
+        project=TRACKER_PROJECT,
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
