@@ -241,18 +241,18 @@ def test_check_client_model_and_config(tmp_path):
 
 
 def test_batch_prompt_file_must_be_an_upload(tmp_path):
-    from studio.ui.chat_tab import SOURCES, batch_items
+    from studio.ui.chat_tab import UPLOADED, batch_items
 
     gradio_uploads = tmp_path / "gradio"
     gradio_uploads.mkdir()
     prompts = gradio_uploads / "prompts.txt"
     prompts.write_text("First?\nSecond?\n")
     roots = (gradio_uploads, tmp_path / "uploads")
-    assert len(batch_items(tmp_path / "runs", None, SOURCES[2], str(prompts), roots)) == 2
+    assert len(batch_items(tmp_path / "runs", None, UPLOADED, str(prompts), roots)) == 2
     outside = tmp_path / "outside.txt"
     outside.write_text(f"{MARKER}?\n")
     with pytest.raises(UserError, match="outside the app's folders: upload the prompt file in the Batch comparison"):
-        batch_items(tmp_path / "runs", None, SOURCES[2], str(outside), roots)
+        batch_items(tmp_path / "runs", None, UPLOADED, str(outside), roots)
 
 
 # --- 3. CSV cells that a spreadsheet would run ------------------------------------------------------------------
@@ -295,7 +295,7 @@ def test_the_batch_comparison_csv_is_escaped(tmp_path, monkeypatch):
     ctx = UIContext(runs_dir=tmp_path / "runs", uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
                     default_model="tiny-test")
     settings = [0.0, 0.9, 4, 1.1, 0]
-    *_, last = chat_tab.batch(ctx, chat_tab.NO_RUN, chat_tab.SOURCES[2], "x.txt", 1, "", True, *settings, *settings)
+    *_, last = chat_tab.batch(ctx, chat_tab.NO_RUN, chat_tab.UPLOADED, "x.txt", 1, "", True, *settings, *settings)
     csv_path = last.csv.value
     csv_path = csv_path.get("path") if isinstance(csv_path, dict) else csv_path  # gradio may wrap it as file data
     rows = list(csv.reader(open(csv_path, encoding="utf-8", newline="")))

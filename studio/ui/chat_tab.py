@@ -37,7 +37,13 @@ from ..events import CONFIG_FILE, read_events, replay
 from .common import UIContext, bind, error_markdown, guarded, keep, slots, upload_roots
 from .sessions import NO_RUN, clear_chat, get_session, run_dir_of, stop_event_for, stop_session
 
-SOURCES = ("Validation rows of the run", "Training rows of the run (seen in training)", "Uploaded file")
+# The first source is the run's report card: its held-out rows were answered by both models when training ended,
+# so the comparison (and the validation loss below it) is a view of the report, not a second measurement.
+FROM_REPORT = "The run's report card (held-out rows, already answered)"
+VALIDATION = "Validation rows of the run, answered now with the settings above"
+TRAINING = "Training rows of the run (seen in training)"
+UPLOADED = "Uploaded file"
+SOURCES = (FROM_REPORT, VALIDATION, TRAINING, UPLOADED)
 NO_TUNED = "*(No run selected: pick a finished run above to see the fine-tuned answer here.)*"
 GENERATION_FIELDS = ("temperature", "top_p", "max_new_tokens", "repetition_penalty", "seed")  # a column's sliders
 
@@ -199,6 +205,9 @@ def chat(ctx: UIContext, run_id, text, base_history, tuned_history, system_promp
 def batch(ctx: UIContext, run_id, source_name, file, max_rows, system_prompt, same_settings, *values,
           request: gr.Request = None):
     """The prompts through both models, one row at a time; the status line names the run it compares."""
+    if source_name == FROM_REPORT:
+        yield report_view(ctx.runs_dir, run_id, int(max_rows or 10))
+        return
     base_settings, tuned_settings = settings_pair(system_prompt, same_settings, values)
     items = batch_items(ctx.runs_dir, run_id, source_name, file, upload_roots(ctx))[: max(1, int(max_rows or 10))]
     session = get_session(ctx.runs_dir, run_id, ctx.default_model)
@@ -225,13 +234,53 @@ def batch(ctx: UIContext, run_id, source_name, file, max_rows, system_prompt, sa
                     gr.DownloadButton(value=str(csv_path), visible=True))
 
 
+def report_of(runs_dir: Path, run_id) -> tuple[Path | None, dict | None]:
+    from ..evaluate import read_report
+
+    run_dir = run_dir_of(runs_dir, run_id)
+    return run_dir, (read_report(run_dir) if run_dir is not None else None)
+
+
+def report_view(runs_dir: Path, run_id, max_rows: int) -> BatchView:
+    """The report card's answers to the held-out rows: no model runs, the figures are the report's own."""
+    from ..evaluate import REPORT_HTML
+
+    run_dir, report = report_of(runs_dir, run_id)
+    if run_dir is None:
+        raise UserError("Pick a run first, or choose 'Uploaded file' to compare prompts of your own.")
+    examples = ((report or {}).get("task") or {}).get("examples") or []
+    if not examples:
+        raise UserError(f"Run {run_id} has no report card answers yet: a run with validation rows writes them when "
+                        f"it ends (or run `python -m studio eval runs/{run_id}`); choose 'Validation rows' to answer "
+                        f"them now.")
+    shown = examples[: max(1, max_rows)]
+    table = pd.DataFrame([{column: e.get(column, "") for column in BATCH_COLUMNS} for e in shown],
+                         columns=BATCH_COLUMNS)
+    chrf = report["task"].get("chrf") or {}
+    closeness = (f" Closeness to your answers (chrF, 0 to 100): base {chrf['base']:.0f}, fine-tuned "
+                 f"{chrf['tuned']:.0f}." if chrf.get("base") is not None and chrf.get("tuned") is not None else "")
+    folder = Path(tempfile.mkdtemp(prefix="studio-batch-"))
+    csv_path = folder / f"report-answers-{run_dir.name}.csv"
+    paths.write_csv(table, csv_path)
+    return BatchView(f"{_run_name(run_id).capitalize()}, from its report card: {len(shown)} of {len(examples)} "
+                     f"held-out rows, answered greedily by both models when training ended.{closeness} The whole "
+                     f"report is `{run_dir.name}/{REPORT_HTML}` in the runs folder.", table,
+                     gr.DownloadButton(value=str(csv_path), visible=True))
+
+
 @guarded
 def measure_loss(ctx: UIContext, run_id) -> pd.DataFrame:
     """Validation loss and perplexity of the base and the fine-tuned model, on the run's held-out rows; the table's
-    first column names the run."""
-    run_dir = run_dir_of(ctx.runs_dir, run_id)
+    first column names the run. A run with a report card shows the report's figures (measured on the same rows
+    when training ended) instead of loading the models again."""
+    run_dir, report = report_of(ctx.runs_dir, run_id)
     if run_dir is None:
         raise UserError("Pick a run first: the validation loss compares its base and fine-tuned models.")
+    loss = ((report or {}).get("task") or {}).get("loss") or {}
+    if loss.get("base") is not None and loss.get("tuned") is not None:
+        table = loss_table(loss)
+        table.insert(0, "run", run_dir.name)
+        return table
     examples = validation_examples(run_dir)
     if not examples:
         raise UserError(f"Run {run_id} kept no validation rows (validation fraction 0): train with a "
@@ -247,7 +296,7 @@ def batch_items(runs_dir: Path, run_id: str | None, source_name: str, file,
                 roots: tuple[Path, ...]) -> list[tuple[list[dict], str]]:
     """(conversation, reference answer) pairs from the chosen source. An uploaded prompt file must lie in `roots`
     (gradio's upload folder or the app's folders)."""
-    if source_name == SOURCES[2]:
+    if source_name == UPLOADED:
         path = getattr(file, "name", None) or file
         if not path:
             raise UserError("Upload a prompt file first (TXT with one prompt per line, or a data file).")
@@ -256,7 +305,7 @@ def batch_items(runs_dir: Path, run_id: str | None, source_name: str, file,
     run_dir = run_dir_of(runs_dir, run_id)
     if run_dir is None:
         raise UserError("Pick a run first, or choose 'Uploaded file' to compare prompts of your own.")
-    examples = validation_examples(run_dir) if source_name == SOURCES[0] else training_examples(run_dir)
+    examples = validation_examples(run_dir) if source_name == VALIDATION else training_examples(run_dir)
     if not examples:
         raise UserError(f"Run {run_id} kept no validation rows: choose the training rows or upload a prompt file.")
     items = [prompt_and_reference(ex) for ex in examples]
@@ -318,15 +367,17 @@ def build_chat_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     same.change(lambda s: gr.Column(visible=not s), same, tuned_column, api_visibility="private")
 
     with gr.Accordion("Batch comparison", open=False):
-        gr.Markdown("Run a list of prompts through both models and compare the answers with the reference "
-                    "answers; measure the validation loss and perplexity of both.")
+        gr.Markdown("Compare both models on many prompts at once. The report card's answers are ready as soon as a "
+                    "run ends (the same rows and figures as its report); or answer the run's rows, or a file of "
+                    "your own prompts, now with the settings above. The validation loss and perplexity of both "
+                    "come from the report card too, when the run has one.")
         with gr.Row():
             source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Prompts", scale=3)
             upload = gr.File(label="Prompt file (TXT: one per line; or CSV/JSON/JSONL)", scale=2, visible=False,
                              file_types=[".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet", ".xlsx"])
             limit = gr.Number(value=10, precision=0, minimum=1, maximum=500, label="At most this many prompts",
                               scale=1)
-        source.change(lambda chosen: gr.File(visible=chosen == SOURCES[2]), source, upload,
+        source.change(lambda chosen: gr.File(visible=chosen == UPLOADED), source, upload,
                       api_visibility="private")  # the file box only when a file is the source
         with gr.Row():
             batch_btn = gr.Button("Run comparison", variant="primary", elem_id="batch-run")
