@@ -230,7 +230,9 @@ class ChatSession:
         if not models.cuda_available():
             from . import precision
 
-            self.precision = precision.choose(cpu_precision, shape=precision.model_shape(model.config))
+            # Measured at the shape of writing an answer (one token at a time), not of training.
+            self.precision = precision.choose(cpu_precision, shape=precision.model_shape(
+                model.config, tokens=precision.DECODE_TOKENS))
             log.info("chat on the CPU in %s: %s", self.precision.name, self.precision.reason)
             if self.precision.bf16:
                 import torch

@@ -162,3 +162,16 @@ def test_chat_follows_the_run_precision(tiny_data, tmp_path):
     assert isinstance(base, str) and isinstance(tuned, str)
     plain = ChatSession(TINY_TEST_MODEL, cpu_precision="fp32")
     assert plain.precision.name == "fp32" and {p.dtype for p in plain.model.parameters()} == {torch.float32}
+
+
+def test_chat_measures_the_shape_of_writing_an_answer_one_token_at_a_time(monkeypatch):
+    """Training's products have hundreds of rows; an answer is written a row at a time, where bf16 can lose even on
+    a processor whose bf16 training runs 3x faster. The chat's automatic choice probes that shape."""
+    from studio.chat import ChatSession
+
+    asked = []
+    real = precision.choose
+    monkeypatch.setattr(precision, "choose", lambda setting, threads=None, shape=None: (
+        asked.append(shape), real(setting, threads, shape))[1])
+    ChatSession(TINY_TEST_MODEL, cpu_precision="auto")
+    assert asked == [(precision.DECODE_TOKENS, 64, 128)] and precision.DECODE_TOKENS == 1
