@@ -56,6 +56,7 @@ def test_upload_fills_every_output(ctx, gradio_uploads):
     assert "Is &lt;b&gt; bold?" in out.preview and "Yes &amp; no.&lt;|im_end|&gt;" in out.preview
     assert "Tokens per example" in out.stats and "<svg" in out.histogram and "cut-off: 128 tokens" in out.histogram
     assert out.problems.to_dict("records")[0]["Row"] == "Line 2"
+    assert "Line 1</div>" in out.preview  # the preview numbers rows as the problems do
     assert "Training rows: **1**" in out.split
     mapping = (out.prompt_column, out.response_column, out.system_column, out.text_column)
     assert tuple(box["value"] for box in mapping) == ("question", "answer", "", "")
@@ -157,6 +158,12 @@ def test_new_problem_kinds_at_the_rows_the_spreadsheet_shows(ctx, gradio_uploads
     near = found[("Row 4", "near duplicate")]
     assert near["Like row"] == "Row 2" and near["Alike"].endswith("%") and near["Starts with"].startswith("How can I")
     assert found[("Row 6", "contradiction")]["Like row"] == "Row 2"
+    # Each problem's fix is one the page offers, by the words on its button.
+    assert "Hide personal data" in found[("Row 2", "personal data")]["Details"]
+    assert any(label.startswith("Hide personal data") for label, _ in data_tab.FIX_CHOICES)
+    # The preview numbers rows as the spreadsheet does: the first example is row 2 (row 1 is the header).
+    assert "Row 2</div>" in out.preview and "Row 1</div>" not in out.preview
+    assert "1 row cannot be used and 0 repeat an earlier row" in out.status
     assert out.mapping_panel["open"] is True and out.prompt_column["value"] == "Customer question"
     assert out.readiness.startswith("**Is this enough?**") and "usable rows" in out.readiness
 
@@ -177,3 +184,38 @@ def test_a_document_gets_a_sentence_that_stays(ctx, gradio_uploads):
     doc.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
     out = data_tab.on_upload(ctx, str(doc), "tiny-test", True, 128, 0.1, "")
     assert out.status.startswith("**Error:**") and ".xlsx" in out.status and "Traceback" not in out.status
+
+
+def test_problems_table_fits_the_page(ctx):
+    """Every column of the problems table has a width, so the Details wrap instead of pushing the row it resembles
+    and how alike off the right edge."""
+    table = ctx.data.view.problems
+    assert table.wrap and len(table.column_widths) == len(data_tab.PROBLEM_COLUMNS)
+    assert sum(float(w.rstrip("%")) for w in table.column_widths) == 100
+
+
+def test_a_validation_row_that_repeats_a_training_row_is_named(ctx, gradio_uploads):
+    """A separate validation file with a training row in it (a leak): the split line names the validation row, its
+    first words and the training row it repeats, at the rows both spreadsheets show."""
+    source = gradio_uploads / "clinic.csv"
+    source.write_text(CLINIC, encoding="utf-8")
+    out = data_tab.on_upload(ctx, str(source), "tiny-test", True, 128, 0.0, "")
+    held_out = gradio_uploads / "held-out.csv"
+    held_out.write_text("Customer question,Our reply\nDo you have parking for bikes?,Racks are by the door.\n"
+                        "How do I book an appointment with the clinic?,Call us at +44 20 7946 0958 or mail "
+                        "desk@clinic.org.\n", encoding="utf-8")
+    kept, split = data_tab.on_validation(ctx, str(held_out), 0.0, out.data_path, "Customer question", "Our reply",
+                                         "", "")
+    assert kept.endswith("held-out.csv") and "validation rows come from **held-out.csv**" in split
+    assert "**1 of the validation rows repeats a training row**" in split
+    assert "- validation row 3 (“How do I book an appointment with the clinic?”) repeats training row 2" in split
+    shown = data_tab.on_mapping(ctx, out.data_path, "Customer question", "Our reply", "", "", "tiny-test", True, 128,
+                                0.0, kept)
+    assert shown.split == split  # redrawing the training file keeps the leak in view
+    no_leak = gradio_uploads / "fresh.csv"
+    no_leak.write_text("Customer question,Our reply\nDo you have parking for bikes?,Racks are by the door.\n",
+                       encoding="utf-8")
+    assert "repeat" not in data_tab.on_validation(ctx, str(no_leak), 0.0, out.data_path, "", "", "", "")[1]
+    # The validation path is read now, so one from outside the app's folders is refused like the training file.
+    refused = data_tab.split_for(ctx, out.data_path, "", "", "", "", 0.0, "/etc/passwd")
+    assert "outside the app's folders" in refused and "root:" not in refused

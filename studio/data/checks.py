@@ -143,8 +143,8 @@ def personal_data_problems(report: DataReport) -> list[RowProblem]:
         if kinds:
             names = [personal.KINDS[k][0] for k in kinds]
             what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-            problems.append(_problem(report, i, "personal_data", f"The row holds personal data ({what}): mask it "
-                                     f"(Mask personal data) or drop the row.", detail=", ".join(kinds)))
+            problems.append(_problem(report, i, "personal_data", f"The row holds personal data ({what}): hide it "
+                                     f"(the fix Hide personal data) or drop the row.", detail=", ".join(kinds)))
     return problems
 
 

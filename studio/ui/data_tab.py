@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import data, paths
 from ..config import RunConfig
+from ..data.checks import leak_problems
 from ..data.readers import DOCUMENTS
 from ..errors import UserError
 from ..models import load_tokenizer
@@ -39,6 +40,7 @@ MAPPING_FIELDS = ("prompt_column", "response_column", "system_column", "text_col
 VALIDATION_FIX = "upload it as the separate validation file on the Data tab"
 PREVIEW_EXAMPLES = 3
 PROBLEM_ROWS_SHOWN = 500
+LEAKS_SHOWN = 5  # validation rows that repeat training rows, named in the split line
 DEFAULT_MAX_SEQ_LENGTH = 512
 TRAINED_BG = "#bbf7d0"  # green: loss computed here
 MASKED_FG = "#6b7280"  # grey: context only
@@ -73,8 +75,9 @@ def analyse(path: str, mapping: data.ColumnMapping | None) -> data.DataReport:
 
 
 # --- pure renderers (tested without a browser) -----------------------------------------------
-def segments_html(rows: list[tuple[int, list[tuple[str, bool]]]]) -> str:
-    """Rows rendered with the chat template: trained-on text on green, masked context in grey. Escaped."""
+def segments_html(rows: list[tuple[int, list[tuple[str, bool]]]], unit: str = "row") -> str:
+    """Rows rendered with the chat template: trained-on text on green, masked context in grey. Escaped. Each is
+    numbered as the user's file shows it (`unit`: "row" of a spreadsheet, "line" or "item"), like the problems."""
     legend = (f'<div style="margin-bottom:6px;font-size:0.9em"><span style="background:{TRAINED_BG};padding:1px 4px">'
               f'green</span> = the model learns to write this (loss computed) &nbsp; '
               f'<span style="color:{MASKED_FG}">grey</span> = context it reads but is not trained on</div>')
@@ -86,7 +89,7 @@ def segments_html(rows: list[tuple[int, list[tuple[str, bool]]]]) -> str:
         for text, trained in segments:
             style = f"background:{TRAINED_BG}" if trained else f"color:{MASKED_FG}"
             spans.append(f'<span style="{style}">{html.escape(text)}</span>')
-        blocks.append(f'<div style="margin:8px 0"><div style="font-weight:600">Row {row}</div>'
+        blocks.append(f'<div style="margin:8px 0"><div style="font-weight:600">{unit.capitalize()} {row}</div>'
                       f'<pre style="white-space:pre-wrap;word-break:break-word;margin:2px 0;padding:8px;'
                       f'border:1px solid #e5e7eb;border-radius:6px;font-size:0.85em">{"".join(spans)}</pre></div>')
     return legend + "".join(blocks)
@@ -129,6 +132,7 @@ def histogram_svg(lengths: list[int], max_seq_length: int, bins: int = 30) -> st
 
 
 PROBLEM_COLUMNS = ["Row", "Problem", "Details", "Starts with", "Like row", "Alike"]
+PROBLEM_WIDTHS = ["8%", "11%", "45%", "20%", "9%", "7%"]  # of the table, per column above
 
 
 def problems_frame(report: data.DataReport) -> pd.DataFrame:
@@ -151,18 +155,23 @@ def status_markdown(report: data.DataReport) -> str:
         lines.append(f"**Action needed:** {report.message}")
     n_bad, n_dup = len(report.bad_rows(include_duplicates=False)), sum(p.kind == "duplicate" for p in report.problems)
     if n_bad or n_dup:
-        lines.append(f"{n_bad:,} rows cannot be used and {n_dup:,} repeat an earlier row: see Problems below, or "
+        cannot, repeat = ("row cannot", "rows cannot")[n_bad != 1], ("repeats", "repeat")[n_dup != 1]
+        lines.append(f"{n_bad:,} {cannot} be used and {n_dup:,} {repeat} an earlier row: see Problems below, or "
                      f"press *Drop bad rows*.")
     lines += [f"*{note}*" for note in report.notes]
     return "\n\n".join(lines)
 
 
-def split_markdown(report: data.DataReport | None, fraction: float, validation_path: str) -> str:
+def split_markdown(report: data.DataReport | None, fraction: float, validation_path: str,
+                   validation: data.DataReport | None = None) -> str:
+    """The training and validation rows; with a separate validation file (`validation`, already read) the rows in
+    it that repeat or reword a training row (leaks), by the row numbers of both files."""
     if report is None:
         return ""
     good = len(report.good_examples())
     if validation_path:
-        return f"Training rows: **{good:,}**; validation rows come from **{Path(validation_path).name}**."
+        line = f"Training rows: **{good:,}**; validation rows come from **{Path(validation_path).name}**."
+        return line + (leaks_markdown(report, validation) if validation is not None else "")
     try:
         train, val = data.split_sizes(good, float(fraction or 0))
     except data.DataError as err:
@@ -170,6 +179,35 @@ def split_markdown(report: data.DataReport | None, fraction: float, validation_p
     if not val:
         return f"Training rows: **{train:,}**; no validation rows (validation loss will not be measured)."
     return f"Training rows: **{train:,}**; validation rows: **{val:,}** ({float(fraction):.0%}, picked with the seed)."
+
+
+def leaks_markdown(report: data.DataReport, validation: data.DataReport) -> str:
+    """Validation rows that repeat or reword a training row, by the row numbers of both files; "" when none do."""
+    leaks = leak_problems(report, validation)
+    if not leaks:
+        return ""
+    unit, train_unit = validation.row_unit, report.row_unit
+    repeat = "repeats a training row" if len(leaks) == 1 else "repeat training rows"
+    lines = [f"\n\n**{len(leaks):,} of the validation {unit}s {repeat}**: the validation loss would look better "
+             f"than the model is. Delete each from one of the two files:"]
+    for p in leaks[:LEAKS_SHOWN]:
+        how = "repeats" if (p.similarity or 0) >= 100 else f"rewords ({p.similarity:.0f}% alike)"
+        lines.append(f"- validation {unit} {p.row} (“{p.quote}”) {how} training {train_unit} {p.other_row}")
+    if len(leaks) > LEAKS_SHOWN:
+        lines.append(f"- ... and {len(leaks) - LEAKS_SHOWN:,} more.")
+    return "\n".join(lines)
+
+
+def validation_report(ctx: UIContext, val_path: str, report: data.DataReport) -> data.DataReport | None:
+    """The separate validation file read with the training file's columns (as a run reads it); None without one or
+    when it cannot be read (on_validation said why). A path outside the app's folders raises the UserError."""
+    if not val_path:
+        return None
+    path = client_path(ctx, val_path, VALIDATION_FIX)
+    try:
+        return analyse(str(path), report.mapping if report.mapping.is_set() else None)
+    except Exception:  # noqa: BLE001 - the validation upload showed its own sentence
+        return None
 
 
 class _PlainTokenizer:
@@ -195,10 +233,11 @@ def model_view(report: data.DataReport, model: str, answers_only: bool, max_len:
     except Exception as err:  # noqa: BLE001 - shown as one sentence, the preview still works
         rows = [(row, data.render_segments(e, _PlainTokenizer(), answers_only))
                 for row, e in _first_usable(report)]
-        return segments_html(rows), f"**Token lengths unavailable:** {user_message(err)}", ""
+        return (segments_html(rows, report.row_unit), f"**Token lengths unavailable:** {user_message(err)}", "")
     rows = [(row, data.render_segments(e, tokenizer, answers_only)) for row, e in _first_usable(report)]
     stats = data.token_stats(report.examples, tokenizer, int(max_len))
-    return segments_html(rows), data.describe_stats(stats), histogram_svg(stats["lengths"], int(max_len))
+    return (segments_html(rows, report.row_unit), data.describe_stats(stats),
+            histogram_svg(stats["lengths"], int(max_len)))
 
 
 def checked(report: data.DataReport, model: str, max_len: int, roots: tuple[Path, ...] | None) -> tuple:
@@ -216,8 +255,10 @@ def readiness_markdown(report: data.DataReport, tokenizer) -> str:
 
 
 def _first_usable(report: data.DataReport) -> list[tuple[int, dict]]:
+    """The first usable examples, each with its row as the file shows it (a spreadsheet's first is row 2)."""
     found = []
-    for row, example in enumerate(report.examples, 1):
+    rows = report.rows or range(1, len(report.examples) + 1)
+    for row, example in zip(rows, report.examples):
         if example is not None:
             found.append((row, example))
             if len(found) >= PREVIEW_EXAMPLES:
@@ -311,8 +352,9 @@ def show(ctx: UIContext, path: str, mapping, model_name, only_answers, length, f
     report, tokenizer = checked(report, model_name, length, app_roots(ctx))
     choices = _mapping_choices(report)
     boxes = [gr.update(choices=choices, value=v) for v in dataclasses.astuple(report.mapping)]  # MAPPING_FIELDS
+    split = split_markdown(report, frac, val_path, validation_report(ctx, val_path, report))
     return DataView(path, status_markdown(report), report.preview, html_preview, stats_line, svg,
-                    problems_frame(report), split_markdown(report, frac, val_path), "", *boxes,
+                    problems_frame(report), split, "", *boxes,
                     file_name=Path(path).name,
                     mapping_panel=gr.update(open=True) if report.mapping_unsure else gr.skip(),
                     readiness=readiness_markdown(report, tokenizer))
@@ -410,8 +452,8 @@ def split_for(ctx: UIContext, path, prompt, response, system, text, frac, val_pa
     if not path:
         return ""
     try:
-        return split_markdown(analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text)), frac,
-                              val_path)
+        report = analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text))
+        return split_markdown(report, frac, val_path, validation_report(ctx, val_path, report))
     except Exception as err:  # noqa: BLE001
         return error_markdown(err)
 
@@ -479,8 +521,10 @@ def build_data_tab(ctx: UIContext) -> None:
     stats_md = gr.Markdown(elem_id="data-stats")
     histogram = gr.HTML(elem_id="data-histogram")
     gr.Markdown("#### Problems")
-    problems = gr.Dataframe(value=problems_frame_empty(), interactive=False, wrap=True, max_height=300,
-                            elem_id="data-problems")
+    # Fixed column widths: without them the table sizes each column to its longest text, the Details run off the
+    # right edge and the columns after them are never seen.
+    problems = gr.Dataframe(value=problems_frame_empty(), interactive=False, wrap=True, max_height=700,
+                            column_widths=PROBLEM_WIDTHS, elem_id="data-problems")
     with gr.Row():
         drop = gr.Button("Drop bad rows", elem_id="data-drop")
         drop_note = gr.Markdown(elem_id="data-fix-note")

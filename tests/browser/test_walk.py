@@ -92,7 +92,7 @@ def test_walk_model_data_settings_train_chat_share(page, console, tmp_path, shot
     ui.upload(page, "data-upload", jsonl)
     expect(status).to_contain_text("Chat messages (OpenAI", timeout=60_000)
     expect(status).to_contain_text("20 rows")
-    expect(preview).to_contain_text("Row 1", timeout=30_000)
+    expect(preview).to_contain_text("Line 1", timeout=30_000)
     expect(preview).not_to_contain_text("(#0)")  # the CSV's preview is gone
     expect(preview).to_contain_text("On Zorblax the sky is bright green.")
     # The page names the user's file, not the server's copy of it.
@@ -244,7 +244,7 @@ def test_reload_mid_run_keeps_the_run_live_and_stop_stops_it(page, console, tmp_
     expect(page.locator("#field-max_steps input")).to_have_value("5000")
     ui.open_tab(page, "data")
     expect(page.locator("#data-status")).to_contain_text("Chat messages (OpenAI", timeout=30_000)
-    expect(page.locator("#data-preview")).to_contain_text("Row 1")
+    expect(page.locator("#data-preview")).to_contain_text("Line 1")
     ui.open_tab(page, "train")
 
     page.locator("#stop").click()
