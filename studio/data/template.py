@@ -188,7 +188,7 @@ def describe_stats(stats: dict) -> str:
     if stats["n_over"]:
         share = 100 * stats["n_over"] / stats["n"]
         line += (f" {stats['n_over']:,} ({share:.0f}%) are longer than the cut-off of {stats['max_seq_length']} "
-                 f"tokens and will be cut: raise max_seq_length or shorten them.")
+                 f"tokens and will be cut: raise the max sequence length (Settings tab) or shorten them.")
     else:
         line += f" All fit in the cut-off of {stats['max_seq_length']} tokens."
     return line
