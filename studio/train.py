@@ -547,9 +547,9 @@ def longest_step_tokens(config: RunConfig, lengths: list[int]) -> int:
 
 
 def build_model(config: RunConfig, method: str | Method, step_tokens: int | None = None, precision=None):
-    """The base model with its LoRA adapter, ready to train. `precision` (cpu_precision): with bf16 the frozen
-    weights of the decoder's linear layers are held in bf16 (half the memory, no cast in each forward); the
-    embeddings, norms and the LoRA weights (and so their optimizer state) stay fp32."""
+    """The base model with its LoRA adapter, ready to train. `precision` (cpu_precision): with bf16 every frozen
+    weight is held in bf16 (half the memory, no cast in each forward); the LoRA weights (and so their optimizer
+    state) and the loss stay fp32."""
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
@@ -570,7 +570,10 @@ def build_model(config: RunConfig, method: str | Method, step_tokens: int | None
     if config.packing and VARLEN_ATTENTION and packing.supports_varlen_attention(model.config):
         packing.use_varlen_attention(model)
     if precision is not None and precision.bf16 and not method.quantized:
-        to_bf16_linear_weights(model)
+        # The whole frozen model, embeddings and norms too: the residual stream is then bf16 and autocast has no
+        # activations to cast at each layer (linear weights alone: 2.57 s a step; all: 2.21 s, the same losses, on
+        # a Xeon with AMX). The LoRA weights made below go back to fp32.
+        model.to(torch.bfloat16)
     set_seed(config.seed)  # the LoRA initialisation follows the run's seed
     model = get_peft_model(model, models.lora_config(config))
     for param in model.parameters():
@@ -579,18 +582,6 @@ def build_model(config: RunConfig, method: str | Method, step_tokens: int | None
     if FAST_DROPOUT and not torch.cuda.is_available():
         packing.use_fast_dropout(model)
     return model
-
-
-def to_bf16_linear_weights(model) -> int:
-    """Hold the decoder's linear weights in bf16 (returns how many layers). The output projection is left alone:
-    it is often tied to the input embeddings, which stay fp32 (autocast computes it in bf16 all the same)."""
-    import torch
-
-    output = model.get_output_embeddings()
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output]
-    for layer in layers:
-        layer.to(torch.bfloat16)
-    return len(layers)
 
 
 def activation_bytes_per_token(model_config, method: str | Method) -> float:
@@ -737,8 +728,8 @@ def studio_trainer_class():
             return self.lr_scheduler
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            # bf16 on a CPU: the forward under autocast (matmuls in bf16, the residual stream, the norms and the
-            # loss in fp32); the backward runs outside it, as torch advises, and the trained weights stay fp32.
+            # bf16 on a CPU: the forward under autocast (the bf16 base meets the fp32 LoRA weights in bf16 matmuls;
+            # the loss in fp32); the backward runs outside it, as torch advises, and the trained weights stay fp32.
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=getattr(self, "cpu_bf16", False)):
                 return self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
 

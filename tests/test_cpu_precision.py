@@ -108,11 +108,12 @@ def test_bf16_holds_base_weights_in_bf16_and_computes_in_bf16(tiny_data):
     model = train.build_model(config, "lora32", precision=precision.choose("bf16"))
     base = model.get_base_model()
     linear = [m for m in base.modules() if isinstance(m, torch.nn.Linear) and m is not base.get_output_embeddings()]
-    frozen = [m.weight for m in linear if not m.weight.requires_grad]
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    # Every frozen weight, embeddings and norms included: the residual stream stays bf16, nothing to cast.
     assert frozen and all(w.dtype == torch.bfloat16 for w in frozen)
     trained = [p for p in model.parameters() if p.requires_grad]
     assert trained and all(p.dtype == torch.float32 for p in trained)  # LoRA weights and so their Adam state
-    assert base.get_input_embeddings().weight.dtype == torch.float32
+    assert base.get_input_embeddings().weight.dtype == torch.bfloat16
     # The trainer's forward runs under bf16 autocast: a linear layer's output comes out bf16, the loss fp32.
     seen = []
     hook = linear[0].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
