@@ -90,10 +90,10 @@ class RunConfig:
                                           "a GPU it is turned on by itself when the longest step would not fit "
                                           "in the free memory.", group="method")
     cpu_precision: str = _field("auto", "Number format when training or chatting on a CPU (a GPU follows the method "
-                                "above): fp32 is full precision; bf16 is a shorter format that is several times "
-                                "faster on processors built for it (recent Intel Xeon, AMD EPYC) and much slower on "
-                                "others. Automatic times both in a fraction of a second and uses bf16 only when "
-                                "clearly faster here.", choices=CPU_PRECISIONS, group="method",
+                                "above): fp32 is full precision; bf16 is a shorter format whose arithmetic runs 2 to "
+                                "3 times faster on processors built for it (recent Intel Xeon, AMD EPYC; a whole run "
+                                "gains less) and much slower on others. Automatic times both in a fraction of a "
+                                "second and uses bf16 only when clearly faster here.", choices=CPU_PRECISIONS, group="method",
                                 label="CPU precision")
     # --- training ----------------------------------------------------------------------
     epochs: float = _field(1.0, "Epochs: passes over the training data (2 = every example is seen twice).", 0.1, 100.0)
