@@ -93,8 +93,8 @@ class RunConfig:
                                 "above): fp32 is full precision; bf16 is a shorter format whose arithmetic runs 2 to "
                                 "3 times faster on processors built for it (recent Intel Xeon, AMD EPYC; a whole run "
                                 "gains less) and much slower on others. Automatic times both in a fraction of a "
-                                "second and uses bf16 only when clearly faster here.", choices=CPU_PRECISIONS, group="method",
-                                label="CPU precision")
+                                "second and uses bf16 only when clearly faster here.", choices=CPU_PRECISIONS,
+                                group="method", label="CPU precision")
     # --- training ----------------------------------------------------------------------
     epochs: float = _field(1.0, "Epochs: passes over the training data (2 = every example is seen twice).", 0.1, 100.0)
     max_steps: int = _field(0, "Stop after this many optimizer steps (updates of the model: one per "

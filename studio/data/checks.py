@@ -174,7 +174,8 @@ def too_long_problems(report: DataReport, tokenizer, max_seq_length: int) -> lis
         else:
             what = f"the end of the text is cut (“…{lost}”)"
         problems.append(_problem(report, i, "too_long", f"The row is {total:,} tokens, over the cut-off of "
-                                 f"{max_seq_length:,}: {what}; raise the max sequence length (Settings tab), shorten it or drop it.",
+                                 f"{max_seq_length:,}: {what}; raise the max sequence length (Settings tab), "
+                                 f"shorten it or drop it.",
                                  detail=what))
     return problems
 
