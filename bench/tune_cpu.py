@@ -59,7 +59,7 @@ def main() -> int:
         data.write_text("\n".join(rows) + "\n")
         base = RunConfig(model=BUNDLED_MODEL, data_path=str(data), max_steps=args.steps, batch_size=4,
                          max_seq_length=args.seq_len, validation_fraction=0.2, eval_every=max(1, args.steps // 4),
-                         save_every=0)
+                         save_every=0, report_card=False)  # both sides compared on training compute alone
         runs = tmp / "runs"
         started = time.time()
         grid = []

@@ -105,6 +105,10 @@ def trial_config(base: RunConfig, params: dict, sweep_id: str, number: int) -> R
     if steps:
         values["eval_every"] = max(1, steps // EVALS_PER_TRIAL)
     values["save_every"] = 0  # a trial is not resumed on its own: checkpoints would only cost time and disk
+    # No report card per trial: it would spend the budget on answers nobody reads (about a minute a trial for the
+    # bundled model). The winner's report comes when its settings train for real (best_config.json, or "Use these
+    # settings"), or from `python -m studio eval` on the trial's run.
+    values["report_card"] = False
     return RunConfig(**values)
 
 

@@ -28,7 +28,7 @@ def test_budget_words():
 
 def test_a_sweep_runs_trials_prunes_the_weak_and_writes_the_best_config(tiny_data, tmp_path):
     runs = tmp_path / "runs"
-    base = tiny_config(tiny_data, max_steps=8, validation_fraction=0.25)
+    base = tiny_config(tiny_data, max_steps=8, validation_fraction=0.25, report_card=True)
     sweep_dir = tune.new_sweep_dir(runs)
     # A wide learning-rate range on purpose: some trials barely move and must be stopped early.
     space = tune.SearchSpace(learning_rate=(1e-6, 1e-2), lora_rank=(4, 8), lora_dropout=None)
@@ -39,7 +39,10 @@ def test_a_sweep_runs_trials_prunes_the_weak_and_writes_the_best_config(tiny_dat
     assert len(statuses) == 6 and "complete" in statuses and "pruned" in statuses, statuses
     for trial in record["trials"]:
         run_dir = runs / trial["run_id"]
-        assert RunConfig.load(run_dir / "config.json").run_name == f"{sweep_dir.name} trial {trial['number']}"
+        trial_config = RunConfig.load(run_dir / "config.json")
+        assert trial_config.run_name == f"{sweep_dir.name} trial {trial['number']}"
+        # No report card per trial (it would spend the budget); the winner's config asks for one again.
+        assert trial_config.report_card is False and not (run_dir / "report.json").exists()
         if trial["status"] == "pruned":  # stopped early, its partial curve kept, and it says so
             assert read_status(run_dir)["status"] == "pruned" and trial["steps"] < 8
         assert set(trial["params"]) >= {"learning_rate", "lora_rank", "lora_alpha"} and trial["seconds"] > 0
@@ -48,6 +51,7 @@ def test_a_sweep_runs_trials_prunes_the_weak_and_writes_the_best_config(tiny_dat
     best = min((t for t in record["trials"] if t["status"] == "complete"), key=lambda t: t["best_val_loss"])
     config = json.loads((sweep_dir / "best_config.json").read_text())
     assert config["learning_rate"] == best["params"]["learning_rate"] and config["max_steps"] == 8
+    assert config["report_card"] is True  # the base's choice, for the run that trains the winner
     RunConfig(**config)  # trains as it is
     assert record["best_trial"] == best["number"] and "trials finished" in record["message"]
 
