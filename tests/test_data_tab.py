@@ -219,3 +219,23 @@ def test_a_validation_row_that_repeats_a_training_row_is_named(ctx, gradio_uploa
     # The validation path is read now, so one from outside the app's folders is refused like the training file.
     refused = data_tab.split_for(ctx, out.data_path, "", "", "", "", 0.0, "/etc/passwd")
     assert "outside the app's folders" in refused and "root:" not in refused
+
+
+def test_the_runs_own_system_prompt_is_set_here_and_shown_in_the_preview(ctx, gradio_uploads):
+    """The clinic's standing instruction goes into every row without one: the Data tab is where it is set, and the
+    preview and the token lengths show the rows as they will train, with it."""
+    assert ctx.fields["system_prompt"].label == "System prompt (optional)"
+    source = gradio_uploads / "clinic.jsonl"
+    source.write_text("".join(json.dumps({"question": f"Open on day {i}?", "answer": "Yes, 8 to 18."}) + "\n"
+                              for i in range(4)), encoding="utf-8")
+    path = data_tab.on_upload(ctx, str(source), "tiny-test", True, 128, 0.0, "").data_path
+    clinic = "You answer for the Riverside vet clinic."
+    plain = data_tab.on_view(ctx, path, "question", "answer", "", "", "tiny-test", True, 128)
+    with_prompt = data_tab.on_view(ctx, path, "question", "answer", "", "", "tiny-test", True, 128, clinic)
+    assert clinic not in plain.preview and clinic in with_prompt.preview
+    assert with_prompt.stats != plain.stats  # the lengths count the system prompt's tokens too
+    # After a redraw that does not know it (a new file, a fix), the prompt is applied again only when set.
+    assert data_tab.with_system_prompt(ctx, path, "question", "answer", "", "", "tiny-test", True, 128,
+                                       clinic).preview == with_prompt.preview
+    assert slots(data_tab.with_system_prompt(ctx, path, "question", "answer", "", "", "tiny-test", True, 128, "")) \
+        == slots(data_tab.DataView())

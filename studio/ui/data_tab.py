@@ -225,17 +225,19 @@ def model_tokenizer(model: str, roots: tuple[Path, ...] | None = None):
 
 
 def model_view(report: data.DataReport, model: str, answers_only: bool, max_len: int,
-               roots: tuple[Path, ...] | None = None) -> tuple[str, str, str]:
+               roots: tuple[Path, ...] | None = None, system_prompt: str = "") -> tuple[str, str, str]:
     """(preview HTML, stats markdown, histogram SVG) for a report and a model. With `roots` (the model came from a
-    client), a model folder must lie inside them."""
+    client), a model folder must lie inside them. `system_prompt`: the run's own (RunConfig.system_prompt), added
+    to rows without one as training will add it, so the preview and the token lengths are what trains."""
+    first = [(row, e.with_system(system_prompt)) for row, e in _first_usable(report)]
     try:
         tokenizer = model_tokenizer(model, roots)
     except Exception as err:  # noqa: BLE001 - shown as one sentence, the preview still works
-        rows = [(row, data.render_segments(e, _PlainTokenizer(), answers_only))
-                for row, e in _first_usable(report)]
+        rows = [(row, data.render_segments(e, _PlainTokenizer(), answers_only)) for row, e in first]
         return (segments_html(rows, report.row_unit), f"**Token lengths unavailable:** {user_message(err)}", "")
-    rows = [(row, data.render_segments(e, tokenizer, answers_only)) for row, e in _first_usable(report)]
-    stats = data.token_stats(report.examples, tokenizer, int(max_len))
+    rows = [(row, data.render_segments(e, tokenizer, answers_only)) for row, e in first]
+    examples = [e.with_system(system_prompt) if e is not None else None for e in report.examples]
+    stats = data.token_stats(examples, tokenizer, int(max_len))
     return (segments_html(rows, report.row_unit), data.describe_stats(stats),
             histogram_svg(stats["lengths"], int(max_len)))
 
@@ -382,20 +384,31 @@ def on_mapping(ctx: UIContext, path, prompt, response, system, text, model_name,
                 val_path)
 
 
-def on_view(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length) -> DataView:
-    """Model, cut-off or masking changed: redraw the preview, the stats and the problems (rows over the cut-off
-    depend on both) from the cached report."""
+def on_view(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length,
+            system_prompt="") -> DataView:
+    """Model, cut-off, masking or the system prompt changed: redraw the preview, the stats and the problems (rows
+    over the cut-off depend on both) from the cached report."""
     if not path:
         return DataView(preview="", stats="", histogram="")
     try:
         length = length or DEFAULT_MAX_SEQ_LENGTH
         report = analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text))
-        preview, stats, histogram = model_view(report, model_name, only_answers, length, app_roots(ctx))
+        preview, stats, histogram = model_view(report, model_name, only_answers, length, app_roots(ctx),
+                                               system_prompt or "")
         report, tokenizer = checked(report, model_name, length, app_roots(ctx))
     except Exception as err:  # noqa: BLE001
         return DataView(preview="", stats=error_markdown(err), histogram="")
     return DataView(preview=preview, stats=stats, histogram=histogram, problems=problems_frame(report),
                     readiness=readiness_markdown(report, tokenizer))
+
+
+def with_system_prompt(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length,
+                       system_prompt) -> DataView:
+    """After a redraw that does not know the system prompt (a new file, a mapping, a fix): the preview again with
+    it, when one is set; nothing to redraw otherwise."""
+    if not (system_prompt or "").strip():
+        return DataView()
+    return on_view(ctx, path, prompt, response, system, text, model_name, only_answers, length, system_prompt)
 
 
 def on_length(ctx: UIContext, length, path, prompt, response, system, text, model_name, only_answers) -> tuple:
@@ -512,6 +525,10 @@ def build_data_tab(ctx: UIContext) -> None:
                                      label=name.replace("_", " ").capitalize(), info=specs[name].metadata["help"])
                          for name in MAPPING_FIELDS]
     answers_only = config_component("train_on_answers_only", label="Train on answers only")
+    system_prompt = config_component("system_prompt", label="System prompt (optional)", lines=2,
+                                     elem_id="field-system_prompt",
+                                     placeholder="e.g. You answer for the Riverside vet clinic's front desk; sign "
+                                                 "with 'The Riverside team'.")
     gr.Markdown("#### First rows, as read")
     table = gr.Dataframe(interactive=False, wrap=True, max_height=320, elem_id="data-table")
     gr.Markdown("#### As the model sees it")
@@ -551,16 +568,22 @@ def build_data_tab(ctx: UIContext) -> None:
     mapping_in = [data_path, *mapping_boxes]
     tab = DataTab(view, mapping_in, model, answers_only, max_len, fraction, validation_path)
     looks = tab.looks
-    upload.upload(bind(on_upload, ctx), [upload, *looks, data_path], outputs, api_visibility="private")
-    sample.input(bind(on_sample, ctx), [sample, *looks], outputs, api_visibility="private")
+    view_inputs = [*mapping_in, model, answers_only, max_len, system_prompt]
+    # Each redraw that reads the file again shows the rows with the run's system prompt after it, when one is set.
+    with_system = {"fn": bind(with_system_prompt, ctx), "inputs": view_inputs, "outputs": outputs,
+                   "api_visibility": "private"}
+    upload.upload(bind(on_upload, ctx), [upload, *looks, data_path], outputs,
+                  api_visibility="private").then(**with_system)
+    sample.input(bind(on_sample, ctx), [sample, *looks], outputs, api_visibility="private").then(**with_system)
     for box in mapping_boxes:
-        box.input(bind(on_mapping, ctx), [*mapping_in, *looks], outputs, api_visibility="private")
-    view_inputs = [*mapping_in, model, answers_only, max_len]
+        box.input(bind(on_mapping, ctx), [*mapping_in, *looks], outputs, api_visibility="private").then(**with_system)
     answers_only.change(bind(on_view, ctx), view_inputs, outputs, api_visibility="private")
+    system_prompt.change(bind(on_view, ctx), view_inputs, outputs, api_visibility="private", show_progress="hidden")
     if not isinstance(model, gr.State):
         model.change(bind(on_view, ctx), view_inputs, outputs, api_visibility="private")
-    drop.click(bind(on_drop, ctx), [*mapping_in, *looks], outputs, api_visibility="private")
-    fix.click(bind(on_fix, ctx), [fix_choices, *mapping_in, *looks], outputs, api_visibility="private")
+    drop.click(bind(on_drop, ctx), [*mapping_in, *looks], outputs, api_visibility="private").then(**with_system)
+    fix.click(bind(on_fix, ctx), [fix_choices, *mapping_in, *looks], outputs,
+              api_visibility="private").then(**with_system)
     fraction.change(bind(split_for, ctx), [*mapping_in, fraction, validation_path], split_md,
                     api_visibility="private")
     validation_upload.upload(bind(on_validation, ctx), [validation_upload, fraction, *mapping_in],
@@ -574,6 +597,7 @@ def build_data_tab(ctx: UIContext) -> None:
     for name, box in zip(MAPPING_FIELDS, mapping_boxes):
         ctx.fields[name] = box
     ctx.fields["train_on_answers_only"] = answers_only
+    ctx.fields["system_prompt"] = system_prompt
     ctx.data = tab
 
 
