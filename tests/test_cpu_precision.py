@@ -29,7 +29,7 @@ def fake_timer(seconds: dict[str, float]):
 def test_probe_picks_bf16_only_when_clearly_faster():
     faster = precision.measure(threads=2, timer=fake_timer({"fp32": 0.010, "bf16": 0.004}))  # 2.5x
     assert faster.name == "bf16" and faster.bf16
-    assert "2.50x the speed of fp32" in faster.reason
+    assert "2.50x the speed of fp32" in faster.reason and "GFLOP" not in faster.reason
     assert faster.peak_flops == pytest.approx(precision.PROBE_FLOPS / 0.004)
     slower = precision.measure(threads=2, timer=fake_timer({"fp32": 0.005, "bf16": 0.100}))  # emulated: 20x slower
     assert slower.name == "fp32" and "0.05x the speed of fp32" in slower.reason
@@ -42,6 +42,18 @@ def test_probe_picks_bf16_only_when_clearly_faster():
     assert precision.measure(threads=3, shape=shape, timer=timer).fp32_flops == pytest.approx(2 * 512 * 64 * 128 / 0.01)
     # Both formats, at the thread count and the model's shape asked for.
     assert sorted(set(timer.calls)) == [("bf16", 3, shape), ("fp32", 3, shape)]
+
+
+def test_one_slow_round_from_a_busy_neighbour_does_not_decide():
+    """Seen on a shared machine: fp32 slowed 60x for one round while a benchmark ran beside it. The median of the
+    rounds' ratios keeps the choice on what the processor does, not on that moment."""
+    rounds = iter([0.500, 0.010, 0.010, 0.010, 0.010, 0.010])  # fp32, bf16 per round: the first fp32 is stalled
+
+    def timer(dtype_name, threads, shape):
+        return next(rounds)
+
+    chosen = precision.measure(timer=timer)
+    assert chosen.name == "fp32" and "1.00x" in chosen.reason
 
 
 def test_real_probe_is_short_and_follows_the_model_shape():
@@ -132,7 +144,7 @@ def test_bf16_holds_base_weights_in_bf16_and_computes_in_bf16(tiny_data):
 def test_automatic_run_says_what_the_probe_measured(tiny_data, tmp_path):
     start, _ = _run(tiny_config(tiny_data, max_steps=2, eval_every=0, validation_fraction=0.0), tmp_path / "auto")
     assert start["cpu_precision"] == "fp32"  # the tiny model's products: see the probe test above
-    assert "measured" in start["cpu_precision_reason"] and "the speed of fp32" in start["cpu_precision_reason"]
+    assert "quick test" in start["cpu_precision_reason"] and "the speed of fp32" in start["cpu_precision_reason"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU precision applies on a CPU")

@@ -316,3 +316,18 @@ def test_run_history_shows_each_report_cards_headline_as_sortable_columns(runs_d
     assert table.loc["bare", "Task score"] is None and table.loc["bare", "Try next"] == ""
     # Numbers stay numbers, so sorting the column orders runs by score, not by text.
     assert sorted(table["Task score"].dropna()) == [22.0, 27.6]
+
+
+def test_the_cpu_number_format_is_said_in_plain_words_beside_the_method(runs_dir):
+    from studio import precision
+
+    chosen = precision.measure(timer=lambda name, threads, shape: 0.010 if name == "fp32" else 0.004)
+    start = {"total_steps": 2, "method": "lora32", "cpu_precision": chosen.name,
+             "cpu_precision_reason": chosen.reason}
+    make_run(runs_dir, "bf", "running", [("start", start), ("log", {"step": 1, "loss": 2.0})], step=1, total_steps=2)
+    text = train_tab.draw_run(runs_dir, "bf").status
+    assert "the model you start from held in **bf16** on this CPU, your adapter in fp32" in text
+    assert "2.50x the speed of fp32" in text and "GFLOP" not in text
+    make_run(runs_dir, "gpu", "running", [("start", {"total_steps": 2, "method": "qlora"}),
+                                          ("log", {"step": 1, "loss": 2.0})], step=1, total_steps=2)
+    assert "on this CPU" not in train_tab.draw_run(runs_dir, "gpu").status

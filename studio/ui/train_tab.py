@@ -103,7 +103,8 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
                   f" · ETA {fmt_time(left)}",
                   f"Speed **{float(status.get('tokens_per_s') or last.get('tokens_per_s') or 0):,.0f} tokens/s** · "
                   f"memory {float(status.get('memory_gb') or last.get('memory_gb') or 0):.2f} GB · method "
-                  f"{methods.LABELS.get(history.start.get('method'), history.start.get('method', '-'))}" + (f" · CPU computes in **{history.start['cpu_precision']}** ({history.start.get('cpu_precision_reason')})" if history.start.get("cpu_precision") else "")]  # noqa: E501
+                  f"{methods.LABELS.get(history.start.get('method'), history.start.get('method', '-'))}"
+                  + cpu_precision_words(history.start)]
     if history.train_loss:
         lines.append(f"Train loss **{history.train_loss[-1]:.4f}**" + (
             f" · best validation loss **{history.best_eval_loss:.4f}**" if history.best_eval_loss is not None else ""))
@@ -136,6 +137,17 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
         lines.append(f"\n{history.end['message']}")
     lines += report_lines(run_dir)
     return "\n\n".join(lines)
+
+
+def cpu_precision_words(start: dict) -> str:
+    """The CPU's number format, after the method (whose own label names its precision on a GPU): a bf16 run says
+    the model it starts from is held in bf16 and why; nothing on a GPU."""
+    name, reason = start.get("cpu_precision"), start.get("cpu_precision_reason") or ""
+    if not name:
+        return ""
+    held = ("held in **bf16** on this CPU, your adapter in fp32" if name == "bf16" else
+            "computed in **fp32** on this CPU")
+    return f" · the model you start from {held} ({reason})"
 
 
 def learning_rows_by_heart(history) -> bool:
