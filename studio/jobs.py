@@ -104,10 +104,37 @@ def try_lock(runs_dir: Path) -> RunsLock | None:
     return lock
 
 
+# A worker that has written its last status (stopped, finished, failed) still holds the lock until its process
+# has ended: torch's teardown takes a second or two. A Resume pressed right after Stop waits that long, not fails.
+ENDING_GRACE_S = 15.0
+
+
+def wait_for_lock(runs_dir: Path) -> RunsLock | None:
+    """try_lock, waiting up to ENDING_GRACE_S while the holder's run has already ended (its process is closing);
+    None at once when the holder's run still trains, or when the lock names no run."""
+    lock = try_lock(runs_dir)
+    deadline = time.monotonic() + ENDING_GRACE_S
+    while lock is None and _holder_has_ended(runs_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        lock = try_lock(runs_dir)
+    return lock
+
+
+def _holder_has_ended(runs_dir: Path) -> bool:
+    try:
+        run_id = (Path(runs_dir) / LOCK_FILE).read_text(encoding="utf-8", errors="replace").strip()[:200]
+    except OSError:
+        return False
+    if not RUN_ID_PATTERN.match(run_id) or not (Path(runs_dir) / run_id).is_dir():
+        return False
+    return run_state(Path(runs_dir) / run_id).get("status") not in (*LIVE, None)
+
+
 @contextlib.contextmanager
 def runs_lock(runs_dir: Path):
-    """`with runs_lock(runs_dir) as lock:` holds the runs-folder lock; raises RunBusyError when another holds it."""
-    lock = try_lock(runs_dir)
+    """`with runs_lock(runs_dir) as lock:` holds the runs-folder lock; raises RunBusyError when another holds it
+    (after the short wait of wait_for_lock when the holder's run has just ended)."""
+    lock = wait_for_lock(runs_dir)
     if lock is None:
         raise busy_error(runs_dir)
     with lock:
@@ -273,7 +300,7 @@ def ensure_none_training(runs_dir: Path) -> None:
 
     A check ahead of time (the UI asks before it frees the GPU for a run); start_run and resume_run decide under
     the lock."""
-    lock = try_lock(runs_dir)
+    lock = wait_for_lock(runs_dir)
     if lock is None:
         raise busy_error(runs_dir)
     with lock:

@@ -311,3 +311,32 @@ def test_the_worker_reports_progress_during_a_long_evaluation(tmp_path):
     writer.close()
     status = read_status(tmp_path)
     assert status["updated"] > before and status["status"] == "running" and status["step"] == 4
+
+
+def test_a_start_right_after_a_run_ended_waits_for_its_process_to_let_go_of_the_lock(tmp_path):
+    """A worker writes 'stopped' and then spends a second or two closing (torch's teardown) with the lock still
+    held: Resume pressed right after Stop must wait that out, not say the run is still training. A run that still
+    trains is refused at once."""
+    from studio.events import write_status
+
+    runs = tmp_path / "runs"
+    run_dir = runs / "20260101-000000-clinic"
+    run_dir.mkdir(parents=True)
+    jobs.try_lock(runs).close()  # makes the lock file
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, sys.argv[2].encode(), 0); "
+                               "print('held', flush=True); time.sleep(float(sys.argv[3]))",
+         str(runs / jobs.LOCK_FILE), run_dir.name, "1.5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        write_status(run_dir, status="running", pid=holder.pid)
+        started = time.monotonic()
+        assert jobs.wait_for_lock(runs) is None and time.monotonic() - started < 1.0  # still training: no wait
+        write_status(run_dir, status="stopped")
+        lock = jobs.wait_for_lock(runs)
+        assert lock is not None and holder.poll() is not None  # got it once the ending process let go
+        lock.close()
+    finally:
+        holder.kill()
+        holder.wait()
