@@ -234,8 +234,8 @@ def test_the_runs_own_system_prompt_is_set_here_and_shown_in_the_preview(ctx, gr
     with_prompt = data_tab.on_view(ctx, path, "question", "answer", "", "", "tiny-test", True, 128, clinic)
     assert clinic not in plain.preview and clinic in with_prompt.preview
     assert with_prompt.stats != plain.stats  # the lengths count the system prompt's tokens too
-    # After a redraw that does not know it (a new file, a fix), the prompt is applied again only when set.
-    assert data_tab.with_system_prompt(ctx, path, "question", "answer", "", "", "tiny-test", True, 128,
-                                       clinic).preview == with_prompt.preview
-    assert slots(data_tab.with_system_prompt(ctx, path, "question", "answer", "", "", "tiny-test", True, 128, "")) \
-        == slots(data_tab.DataView())
+    # A new file, a mapping by hand and a fix show it too: every redraw gets it last.
+    uploaded = data_tab.on_upload(ctx, str(source), "tiny-test", True, 128, 0.0, "", "", clinic)
+    assert clinic in uploaded.preview
+    assert clinic in data_tab.on_mapping(ctx, path, "question", "answer", "", "", "tiny-test", True, 128, 0.0, "",
+                                         clinic).preview

@@ -324,7 +324,7 @@ def _mapping_of(prompt: str, response: str, system: str, text: str) -> data.Colu
 
 
 def show(ctx: UIContext, path: str, mapping, model_name, only_answers, length, frac, val_path, progress=None,
-         previous="") -> DataView:
+         previous="", system_prompt="") -> DataView:
     """Analyse `path` and fill every output; a bad file gives one sentence in the status line.
 
     `previous`: the training file in use before this upload. A new file that cannot be read does not replace it:
@@ -350,7 +350,8 @@ def show(ctx: UIContext, path: str, mapping, model_name, only_answers, length, f
         return DataView(path, error_markdown(err), pd.DataFrame(), "", "", "", problems_frame_empty(), "", "",
                         file_name=Path(path).name, readiness="")
     length = length or DEFAULT_MAX_SEQ_LENGTH
-    html_preview, stats_line, svg = model_view(report, model_name, only_answers, length, app_roots(ctx))
+    html_preview, stats_line, svg = model_view(report, model_name, only_answers, length, app_roots(ctx),
+                                               system_prompt or "")
     report, tokenizer = checked(report, model_name, length, app_roots(ctx))
     choices = _mapping_choices(report)
     boxes = [gr.update(choices=choices, value=v) for v in dataclasses.astuple(report.mapping)]  # MAPPING_FIELDS
@@ -363,25 +364,27 @@ def show(ctx: UIContext, path: str, mapping, model_name, only_answers, length, f
 
 
 def on_upload(ctx: UIContext, file, model_name, only_answers, length, frac, val_path, previous="",
-              progress=gr.Progress()) -> DataView:
+              system_prompt="", progress=gr.Progress()) -> DataView:
     if not file:
         return DataView()
     try:
         saved = data.save_upload(uploaded_path(ctx, file), ctx.uploads_dir)
     except Exception as err:  # noqa: BLE001
         return DataView(status=error_markdown(err))
-    return show(ctx, str(saved), None, model_name, only_answers, length, frac, val_path, progress, previous)
+    return show(ctx, str(saved), None, model_name, only_answers, length, frac, val_path, progress, previous,
+                system_prompt)
 
 
-def on_sample(ctx: UIContext, path, model_name, only_answers, length, frac, val_path,
+def on_sample(ctx: UIContext, path, model_name, only_answers, length, frac, val_path, system_prompt="",
               progress=gr.Progress()) -> DataView:
-    return show(ctx, path, None, model_name, only_answers, length, frac, val_path, progress)
+    return show(ctx, path, None, model_name, only_answers, length, frac, val_path, progress,
+                system_prompt=system_prompt)
 
 
 def on_mapping(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length, frac,
-               val_path) -> DataView:
+               val_path, system_prompt="") -> DataView:
     return show(ctx, path, _mapping_of(prompt, response, system, text), model_name, only_answers, length, frac,
-                val_path)
+                val_path, system_prompt=system_prompt)
 
 
 def on_view(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length,
@@ -402,15 +405,6 @@ def on_view(ctx: UIContext, path, prompt, response, system, text, model_name, on
                     readiness=readiness_markdown(report, tokenizer))
 
 
-def with_system_prompt(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length,
-                       system_prompt) -> DataView:
-    """After a redraw that does not know the system prompt (a new file, a mapping, a fix): the preview again with
-    it, when one is set; nothing to redraw otherwise."""
-    if not (system_prompt or "").strip():
-        return DataView()
-    return on_view(ctx, path, prompt, response, system, text, model_name, only_answers, length, system_prompt)
-
-
 def on_length(ctx: UIContext, length, path, prompt, response, system, text, model_name, only_answers) -> tuple:
     """The Settings tab's max sequence length changed: (the length, remembered in the state, then the DataView with
     the length check redrawn)."""
@@ -429,7 +423,7 @@ DEFAULT_FIXES = ["drop_unusable", "drop_duplicates"]
 
 
 def on_fix(ctx: UIContext, chosen, path, prompt, response, system, text, model_name, only_answers, length, frac,
-           val_path) -> DataView:
+           val_path, system_prompt="") -> DataView:
     """Write a fixed copy of the training file (same format as the user's) with the chosen fixes, and use it."""
     if not path:
         return DataView(drop_note="Upload a file first.")
@@ -449,16 +443,17 @@ def on_fix(ctx: UIContext, chosen, path, prompt, response, system, text, model_n
     if not sum(result.dropped.values()) and not result.masked:
         result.path.unlink(missing_ok=True)
         return DataView(drop_note="Nothing to fix: the file stays as it is.")
-    view = show(ctx, str(result.path), mapping, model_name, only_answers, length, frac, val_path)
+    view = show(ctx, str(result.path), mapping, model_name, only_answers, length, frac, val_path,
+                system_prompt=system_prompt)
     view.drop_note = f"{result.summary()} Training now uses this copy; your own file is unchanged."
     return view
 
 
 def on_drop(ctx: UIContext, path, prompt, response, system, text, model_name, only_answers, length, frac,
-            val_path) -> DataView:
+            val_path, system_prompt="") -> DataView:
     """"Drop bad rows": the fixed copy without unusable rows and repeats."""
     return on_fix(ctx, DEFAULT_FIXES, path, prompt, response, system, text, model_name, only_answers, length, frac,
-                  val_path)
+                  val_path, system_prompt)
 
 
 def split_for(ctx: UIContext, path, prompt, response, system, text, frac, val_path) -> str:
@@ -569,21 +564,18 @@ def build_data_tab(ctx: UIContext) -> None:
     tab = DataTab(view, mapping_in, model, answers_only, max_len, fraction, validation_path)
     looks = tab.looks
     view_inputs = [*mapping_in, model, answers_only, max_len, system_prompt]
-    # Each redraw that reads the file again shows the rows with the run's system prompt after it, when one is set.
-    with_system = {"fn": bind(with_system_prompt, ctx), "inputs": view_inputs, "outputs": outputs,
-                   "api_visibility": "private"}
-    upload.upload(bind(on_upload, ctx), [upload, *looks, data_path], outputs,
-                  api_visibility="private").then(**with_system)
-    sample.input(bind(on_sample, ctx), [sample, *looks], outputs, api_visibility="private").then(**with_system)
+    # The run's system prompt comes last in every redraw's inputs: the preview shows the rows as they will train.
+    upload.upload(bind(on_upload, ctx), [upload, *looks, data_path, system_prompt], outputs, api_visibility="private")
+    sample.input(bind(on_sample, ctx), [sample, *looks, system_prompt], outputs, api_visibility="private")
     for box in mapping_boxes:
-        box.input(bind(on_mapping, ctx), [*mapping_in, *looks], outputs, api_visibility="private").then(**with_system)
+        box.input(bind(on_mapping, ctx), [*mapping_in, *looks, system_prompt], outputs, api_visibility="private")
     answers_only.change(bind(on_view, ctx), view_inputs, outputs, api_visibility="private")
     system_prompt.change(bind(on_view, ctx), view_inputs, outputs, api_visibility="private", show_progress="hidden")
     if not isinstance(model, gr.State):
         model.change(bind(on_view, ctx), view_inputs, outputs, api_visibility="private")
-    drop.click(bind(on_drop, ctx), [*mapping_in, *looks], outputs, api_visibility="private").then(**with_system)
-    fix.click(bind(on_fix, ctx), [fix_choices, *mapping_in, *looks], outputs,
-              api_visibility="private").then(**with_system)
+    drop.click(bind(on_drop, ctx), [*mapping_in, *looks, system_prompt], outputs, api_visibility="private")
+    fix.click(bind(on_fix, ctx), [fix_choices, *mapping_in, *looks, system_prompt], outputs,
+              api_visibility="private")
     fraction.change(bind(split_for, ctx), [*mapping_in, fraction, validation_path], split_md,
                     api_visibility="private")
     validation_upload.upload(bind(on_validation, ctx), [validation_upload, fraction, *mapping_in],
