@@ -121,13 +121,8 @@ def wait_for_lock(runs_dir: Path) -> RunsLock | None:
 
 
 def _holder_has_ended(runs_dir: Path) -> bool:
-    try:
-        run_id = (Path(runs_dir) / LOCK_FILE).read_text(encoding="utf-8", errors="replace").strip()[:200]
-    except OSError:
-        return False
-    if not RUN_ID_PATTERN.match(run_id) or not (Path(runs_dir) / run_id).is_dir():
-        return False
-    return run_state(Path(runs_dir) / run_id).get("status") not in (*LIVE, None)
+    run_id = _noted_run(runs_dir)
+    return run_id is not None and run_state(Path(runs_dir) / run_id).get("status") not in (*LIVE, None)
 
 
 @contextlib.contextmanager
@@ -159,14 +154,21 @@ def inherited_lock(runs_dir: Path) -> RunsLock | None:
 
 def busy_error(runs_dir: Path) -> RunBusyError:
     """The one sentence for a start refused because the lock is held, naming the run that trains when known."""
-    try:
-        run_id = (Path(runs_dir) / LOCK_FILE).read_text(encoding="utf-8", errors="replace").strip()[:200]
-    except OSError:
-        run_id = ""
-    if RUN_ID_PATTERN.match(run_id) and (Path(runs_dir) / run_id).is_dir():
+    run_id = _noted_run(runs_dir)
+    if run_id is not None:
         return _busy_run_error(run_id)
     return RunBusyError(f"Another run is still training in {runs_dir}: wait for it to finish or stop it first "
                         f"(one run at a time per machine).")
+
+
+def _noted_run(runs_dir: Path) -> str | None:
+    """The run the lock's holder noted in the lock file (RunsLock.note), when it names a run folder; None for a
+    sweep's note, an empty file or one that cannot be read."""
+    try:
+        run_id = (Path(runs_dir) / LOCK_FILE).read_text(encoding="utf-8", errors="replace").strip()[:200]
+    except OSError:
+        return None
+    return run_id if RUN_ID_PATTERN.match(run_id) and (Path(runs_dir) / run_id).is_dir() else None
 
 
 def _busy_run_error(run_id: str) -> RunBusyError:
