@@ -226,12 +226,16 @@ def batch(ctx: UIContext, run_id, source_name, file, max_rows, system_prompt, sa
         yield BatchView(f"{whose.capitalize()}: {i} of {len(items)} prompts answered "
                         f"({time.time() - started:.0f} s).", pd.DataFrame(rows, columns=BATCH_COLUMNS), hidden)
     table = pd.DataFrame(rows, columns=BATCH_COLUMNS)
-    folder = Path(tempfile.mkdtemp(prefix="studio-batch-"))
-    csv_path = folder / f"comparison-{run_id if run_id and run_id != NO_RUN else 'base'}.csv"
-    paths.write_csv(table, csv_path)  # a cell starting with = + - @ is text, not a formula, in a spreadsheet
     done = "stopped" if stop_flag.is_set() else "done"
     yield BatchView(f"{whose.capitalize()}, {done}: {len(rows)} prompts in {time.time() - started:.0f} s.", table,
-                    gr.DownloadButton(value=str(csv_path), visible=True))
+                    csv_download(table, f"comparison-{run_id if run_id and run_id != NO_RUN else 'base'}.csv"))
+
+
+def csv_download(table: pd.DataFrame, name: str) -> gr.DownloadButton:
+    """The table as a CSV file of its own temporary folder, offered by the Download CSV button."""
+    csv_path = Path(tempfile.mkdtemp(prefix="studio-batch-")) / name
+    paths.write_csv(table, csv_path)  # a cell starting with = + - @ is text, not a formula, in a spreadsheet
+    return gr.DownloadButton(value=str(csv_path), visible=True)
 
 
 def report_of(runs_dir: Path, run_id) -> tuple[Path | None, dict | None]:
@@ -259,13 +263,10 @@ def report_view(runs_dir: Path, run_id, max_rows: int) -> BatchView:
     chrf = report["task"].get("chrf") or {}
     closeness = (f" Closeness to your answers (chrF, 0 to 100): base {chrf['base']:.0f}, fine-tuned "
                  f"{chrf['tuned']:.0f}." if chrf.get("base") is not None and chrf.get("tuned") is not None else "")
-    folder = Path(tempfile.mkdtemp(prefix="studio-batch-"))
-    csv_path = folder / f"report-answers-{run_dir.name}.csv"
-    paths.write_csv(table, csv_path)
     return BatchView(f"{_run_name(run_id).capitalize()}, from its report card: {len(shown)} of {len(examples)} "
                      f"held-out rows, answered greedily by both models when training ended.{closeness} The whole "
                      f"report is `{run_dir.name}/{REPORT_HTML}` in the runs folder.", table,
-                     gr.DownloadButton(value=str(csv_path), visible=True))
+                     csv_download(table, f"report-answers-{run_dir.name}.csv"))
 
 
 @guarded
@@ -276,18 +277,16 @@ def measure_loss(ctx: UIContext, run_id) -> pd.DataFrame:
     run_dir, report = report_of(ctx.runs_dir, run_id)
     if run_dir is None:
         raise UserError("Pick a run first: the validation loss compares its base and fine-tuned models.")
-    loss = ((report or {}).get("task") or {}).get("loss") or {}
-    if loss.get("base") is not None and loss.get("tuned") is not None:
-        table = loss_table(loss)
-        table.insert(0, "run", run_dir.name)
-        return table
-    examples = validation_examples(run_dir)
-    if not examples:
-        raise UserError(f"Run {run_id} kept no validation rows (validation fraction 0): train with a "
-                        f"validation fraction above 0 to measure it.")
-    config = RunConfig.load(run_dir / CONFIG_FILE)
-    session = get_session(ctx.runs_dir, run_id, ctx.default_model)
-    table = loss_table(session.eval_loss(examples, config.max_seq_length, config.train_on_answers_only))
+    losses = ((report or {}).get("task") or {}).get("loss") or {}
+    if losses.get("base") is None or losses.get("tuned") is None:
+        examples = validation_examples(run_dir)
+        if not examples:
+            raise UserError(f"Run {run_id} kept no validation rows (validation fraction 0): train with a "
+                            f"validation fraction above 0 to measure it.")
+        config = RunConfig.load(run_dir / CONFIG_FILE)
+        session = get_session(ctx.runs_dir, run_id, ctx.default_model)
+        losses = session.eval_loss(examples, config.max_seq_length, config.train_on_answers_only)
+    table = loss_table(losses)
     table.insert(0, "run", run_dir.name)
     return table
 
