@@ -351,7 +351,7 @@ def show(ctx: UIContext, path: str, mapping, model_name, only_answers, length, f
                         file_name=Path(path).name, readiness="")
     length = length or DEFAULT_MAX_SEQ_LENGTH
     html_preview, stats_line, svg = model_view(report, model_name, only_answers, length, app_roots(ctx),
-                                               system_prompt or "")
+                                               system_prompt)
     report, tokenizer = checked(report, model_name, length, app_roots(ctx))
     choices = _mapping_choices(report)
     boxes = [gr.update(choices=choices, value=v) for v in dataclasses.astuple(report.mapping)]  # MAPPING_FIELDS
@@ -397,7 +397,7 @@ def on_view(ctx: UIContext, path, prompt, response, system, text, model_name, on
         length = length or DEFAULT_MAX_SEQ_LENGTH
         report = analyse(client_path(ctx, path), _mapping_of(prompt, response, system, text))
         preview, stats, histogram = model_view(report, model_name, only_answers, length, app_roots(ctx),
-                                               system_prompt or "")
+                                               system_prompt)
         report, tokenizer = checked(report, model_name, length, app_roots(ctx))
     except Exception as err:  # noqa: BLE001
         return DataView(preview="", stats=error_markdown(err), histogram="")
@@ -521,7 +521,6 @@ def build_data_tab(ctx: UIContext) -> None:
                          for name in MAPPING_FIELDS]
     answers_only = config_component("train_on_answers_only", label="Train on answers only")
     system_prompt = config_component("system_prompt", label="System prompt (optional)", lines=2,
-                                     elem_id="field-system_prompt",
                                      placeholder="e.g. You answer for the Riverside vet clinic's front desk; sign "
                                                  "with 'The Riverside team'.")
     gr.Markdown("#### First rows, as read")
