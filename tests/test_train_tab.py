@@ -316,6 +316,10 @@ def test_run_history_shows_each_report_cards_headline_as_sortable_columns(runs_d
     assert table.loc["bare", "Task score"] is None and table.loc["bare", "Try next"] == ""
     # Numbers stay numbers, so sorting the column orders runs by score, not by text.
     assert sorted(table["Task score"].dropna()) == [22.0, 27.6]
+    # What runs are compared on comes first, in view without scrolling; the method by its short name.
+    assert list(table.reset_index().columns[:7]) == ["Run", "Status", "Task score", "vs base %", "General knowledge",
+                                                     "Parroting", "Try next"]
+    assert set(table["Method"]) == {"LoRA fp32"}
 
 
 def test_the_cpu_number_format_is_said_in_plain_words_beside_the_method(runs_dir):

@@ -179,8 +179,10 @@ def report_lines(run_dir) -> list[str]:
     return lines
 
 
-HISTORY_COLUMNS = ["Run", "Status", "Model", "Data", "Method", "Steps", "Best val loss", "Task score",
-                   "vs base %", "General knowledge", "Parroting", "Try next", "Duration", "Started"]
+# The report card's figures right after the status: the table is wider than the page, and what a person compares runs
+# on must be in view without scrolling sideways.
+HISTORY_COLUMNS = ["Run", "Status", "Task score", "vs base %", "General knowledge", "Parroting", "Try next",
+                   "Best val loss", "Steps", "Model", "Data", "Method", "Duration", "Started"]
 HISTORY_NUMBERS = ("Best val loss", "Task score", "vs base %")  # sorted as numbers in the page; blank when missing
 
 
@@ -206,7 +208,9 @@ def history_table(runs_dir) -> pd.DataFrame:
     """One row per run on disk, newest first; no rows without a runs folder (the page as built, before a login).
     Task score is the tuned model's closeness to your held-out answers (chrF, 0 to 100) from its report card."""
     rows = [{"Run": s.run_id, "Status": s.status, "Model": s.model, "Data": s.data,
-             "Method": methods.LABELS.get(s.method, s.method), "Steps": f"{s.step}/{s.total_steps}",
+             # The method's short name: its long label (a sentence) made the column the widest of the table.
+             "Method": methods.METHODS[s.method].short if s.method in methods.METHODS else s.method,
+             "Steps": f"{s.step}/{s.total_steps}",
              "Best val loss": None if s.best_eval_loss is None else round(s.best_eval_loss, 4),
              **report_columns(s.path), "Duration": fmt_time(s.duration_s),
              "Started": time.strftime("%Y-%m-%d %H:%M", time.localtime(s.started)) if s.started else "-"}
