@@ -27,6 +27,8 @@ SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 # Number formats on a CPU; "auto" measures which is faster (studio/precision.py, their one home).
 CPU_PRECISIONS = precision.CHOICES
+# What a run learns from its rows: the answers (supervised fine-tuning) or preference pairs (DPO, ORPO through TRL).
+OBJECTIVES = ("auto", "sft", "dpo", "orpo")
 
 
 def _field(default: Any, help: str, minimum: float | None = None, maximum: float | None = None,
@@ -95,6 +97,16 @@ class RunConfig:
                                 "gains less) and much slower on others. Automatic times both in a fraction of a "
                                 "second and uses bf16 only when clearly faster here.", choices=CPU_PRECISIONS,
                                 group="method", label="CPU precision")
+    objective: str = _field("auto", "What the model learns from your rows. Supervised (sft): to write the answers "
+                            "in your file. DPO and ORPO: from preference pairs (a chosen and a rejected answer to the "
+                            "same prompt), to prefer the chosen kind of answer; DPO compares against the model you "
+                            "started from, ORPO needs no such comparison and is a little cheaper. Automatic: DPO for "
+                            "a file of preference pairs, supervised otherwise.", choices=OBJECTIVES, group="method",
+                            label="Training goal")
+    preference_beta: float = _field(0.1, "For DPO and ORPO: how strongly the chosen answers are preferred over the "
+                                    "rejected ones (DPO's beta, ORPO's lambda). Higher = a bolder change, lower = "
+                                    "closer to the model you started from; 0.1 suits most data.", 0.001, 10.0,
+                                    group="method", label="Preference strength (beta)")
     # --- training ----------------------------------------------------------------------
     epochs: float = _field(1.0, "Epochs: passes over the training data (2 = every example is seen twice).", 0.1, 100.0)
     max_steps: int = _field(0, "Stop after this many optimizer steps (updates of the model: one per "
@@ -153,6 +165,13 @@ class RunConfig:
                             "(wandb), MLflow or Trackio (its package must be installed; wandb and mlflow need an "
                             "account or server set up).", choices=TRACKERS, group="monitoring",
                             label="Log to tracker")
+    # --- lineage: set by "Train v2 with my corrections" (studio/feedback.py), not by the form --------------------
+    parent_run: str = _field("", "The run this one continues: the id of a run in the same runs folder whose "
+                             "fine-tuned adapter is the starting point (empty = start from the base model alone).",
+                             group="lineage", label="Continues run")
+    corrections_path: str = _field("", "A file of corrections made in Chat (corrections.jsonl in the run folder), "
+                                   "trained on beside the data file and weighted so that a handful of corrections "
+                                   "matter; empty = none.", group="lineage", label="Corrections file")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

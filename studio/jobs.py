@@ -210,6 +210,37 @@ def create_run_dir(config: RunConfig, runs_dir: Path, run_id: str | None = None)
     return path
 
 
+def create_next_version_dir(config: RunConfig, parent_dir: Path, run_id: str | None = None) -> Path:
+    """The folder of a run's next version (config from feedback.next_version_config), beside its parent, holding a
+    copy of the parent's corrections that its config points at."""
+    import dataclasses
+
+    from . import feedback
+
+    run_dir = create_run_dir(config, Path(parent_dir).parent, run_id)
+    corrections, _ = feedback.snapshot(parent_dir, run_dir)
+    dataclasses.replace(config, corrections_path=str(corrections.resolve())).save(run_dir / CONFIG_FILE)
+    return run_dir
+
+
+def start_next_version(runs_dir: Path, parent_id: str, config: RunConfig | None = None) -> Path:
+    """Start "Train v2 with my corrections" for the run parent_id: like start_run, from the parent's adapter, on
+    its data plus the corrections made in Chat. `config`: settings that replace the parent's (None = its own)."""
+    from . import feedback
+    from .train import check_data_files
+
+    parent_dir = run_path(runs_dir, parent_id)
+    config = feedback.next_version_config(parent_dir, config)
+    feedback.require_corrections(parent_dir)
+    check_data_files(config)
+    with runs_lock(runs_dir) as lock:
+        _ensure_no_live_run(runs_dir)
+        run_dir = create_next_version_dir(config, parent_dir)
+        lock.note(run_dir.name)
+        _spawn(run_dir, ["--resume", str(run_dir)], config_path=run_dir / CONFIG_FILE, lock=lock)
+    return run_dir
+
+
 # --- process control --------------------------------------------------------------------
 def _pid_alive(pid: int | None) -> bool:
     if not pid:

@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import methods, packing
+from . import feedback, methods, packing
 from .config import RunConfig
 from .errors import ConfigError, DataError, UserError
 from .events import (
@@ -62,21 +62,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m studio train",
                             description="Fine-tune one LoRA adapter from a config file and print the run folder. "
                                         "Every field of the config is listed in README.md.")
-    parser.add_argument("config", help="path to a RunConfig JSON file (e.g. assets/quickstart.json)")
+    parser.add_argument("config", nargs="?", default=None,
+                        help="path to a RunConfig JSON file (e.g. assets/quickstart.json); with --from-run, optional "
+                             "settings that replace the parent's")
     parser.add_argument("--runs-dir", default="runs", help="folder that holds one sub-folder per run (default: runs)")
     parser.add_argument("--run-id", default=None, help="use this run id instead of a new timestamped one")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue the run in RUN_DIR from its last checkpoint (the config argument is ignored)")
+    parser.add_argument("--from-run", metavar="RUN_DIR", default=None,
+                        help="train the next version of the run in RUN_DIR: from its adapter, on its data plus the "
+                             "corrections made in Chat (the new run goes beside it)")
     args = parser.parse_args(argv)
     from . import jobs
 
     lock = None
     try:
         # Everything that can refuse the run comes before its folder exists: a refused start leaves nothing behind.
+        parent_dir = Path(args.from_run) if args.from_run else None
         if args.resume:
             run_dir = Path(args.resume)
             config = RunConfig.load(run_dir / CONFIG_FILE)
             runs_dir = run_dir.parent
+        elif parent_dir is not None:
+            config = feedback.next_version_config(parent_dir, RunConfig.load(args.config) if args.config else None)
+            feedback.require_corrections(parent_dir)
+            check_data_files(config)
+            runs_dir = parent_dir.parent  # beside its parent, whose adapter it starts from
+        elif not args.config:
+            raise ConfigError("No config file given: `studio train CONFIG.json` (assets/quickstart.json is one), or "
+                              "--resume RUN_DIR, or --from-run RUN_DIR.")
         else:
             config = RunConfig.load(args.config)
             check_data_files(config)
@@ -86,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         lock = jobs.inherited_lock(runs_dir) or jobs.try_lock(runs_dir)
         if lock is None:
             raise jobs.busy_error(runs_dir)
-        if not args.resume:
+        if parent_dir is not None:
+            run_dir = jobs.create_next_version_dir(config, parent_dir, args.run_id)
+            config = RunConfig.load(run_dir / CONFIG_FILE)  # with its corrections file
+        elif not args.resume:
             run_dir = jobs.create_run_dir(config, runs_dir, args.run_id)
         lock.note(run_dir.name)
     except (UserError, OSError) as err:
@@ -201,8 +218,9 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
     config.check_data_size(len(train_set))
 
     precision = cpu_precision(config, model_config)
+    start_from = feedback.parent_adapter(run_dir, config.parent_run) if config.parent_run else None
     model = build_model(config, method, step_tokens=longest_step_tokens(config, train_set["length"]),
-                        precision=precision)
+                        precision=precision, start_from=start_from)
     reporter = callback_class("EventCallback")(run_dir, events, config, method, precision=precision)
     keeper = callback_class("BestAdapter")(run_dir, config.early_stopping_patience if val_set is not None else 0)
     trainer = build_trainer(config, method, model, tokenizer, train_set, val_set, run_dir,
@@ -455,7 +473,7 @@ TOKENIZED_CACHE_ENTRIES = 20  # datasets x settings kept; the oldest go first
 # both keyed on exactly these; any other setting (learning rate, LoRA rank, ...) reuses the tokens.
 TOKENIZED_DATA_FIELDS = ("model", "trust_remote_code", "data_path", "validation_path", "validation_fraction", "seed",
                          "prompt_column", "response_column", "system_column", "system_prompt", "text_column",
-                         "max_seq_length", "train_on_answers_only")
+                         "max_seq_length", "train_on_answers_only", "corrections_path")
 
 
 def _file_hash(path: str | Path) -> str:
@@ -491,6 +509,7 @@ def tokenized_cache_key(config: RunConfig, tokenizer) -> str:
         "code": _tokenising_code_hash(),
         "data": _file_hash(config.data_path),
         "validation": _file_hash(config.validation_path),
+        "corrections": _file_hash(config.corrections_path),
         "settings": settings,
         "tokenizer": [getattr(tokenizer, "name_or_path", ""), len(tokenizer),
                       str(getattr(tokenizer, "chat_template", "")), tokenizer.eos_token, tokenizer.bos_token,
@@ -546,10 +565,12 @@ def longest_step_tokens(config: RunConfig, lengths: list[int]) -> int:
     return sum(longest) if config.packing else config.batch_size * longest[0]
 
 
-def build_model(config: RunConfig, method: str | Method, step_tokens: int | None = None, precision=None):
+def build_model(config: RunConfig, method: str | Method, step_tokens: int | None = None, precision=None,
+                start_from: Path | None = None):
     """The base model with its LoRA adapter, ready to train. `precision` (cpu_precision): with bf16 every frozen
     weight is held in bf16 (half the memory, no cast in each forward); the LoRA weights (and so their optimizer
-    state) and the loss stay fp32."""
+    state) and the loss stay fp32. `start_from`: a saved adapter (a parent run's) trained further instead of a new
+    one; its own LoRA settings (rank, alpha, layers) come with it."""
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
@@ -575,7 +596,13 @@ def build_model(config: RunConfig, method: str | Method, step_tokens: int | None
         # a Xeon with AMX). The LoRA weights made below go back to fp32.
         model.to(torch.bfloat16)
     set_seed(config.seed)  # the LoRA initialisation follows the run's seed
-    model = get_peft_model(model, models.lora_config(config))
+    if start_from is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
+        log.info("training on from the adapter %s", start_from)
+    else:
+        model = get_peft_model(model, models.lora_config(config))
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32 and not method.half:
             param.data = param.data.float()  # trained weights and their Adam state in fp32, whatever the base
@@ -836,7 +863,8 @@ class _EventHooks:
         self.events.write("start", total_steps=state.max_steps, method=self.method.name, model=self.config.model,
                           resumed_from=state.global_step or None, epochs=args.num_train_epochs,
                           cpu_precision=self.precision.name if self.precision else None,
-                          cpu_precision_reason=self.precision.reason if self.precision else None)
+                          cpu_precision_reason=self.precision.reason if self.precision else None,
+                          **feedback.start_fields(self.config))
         self.training = True
         self._status(state, "running", force=True)
 

@@ -253,8 +253,21 @@ def load_examples(config: RunConfig) -> tuple[list[Example], list[Example]]:
     train = [e.with_system(system) for e in _usable(load_data(config.data_path, mapping), "training")]
     if config.validation_path:
         val = [e.with_system(system) for e in _usable(load_data(config.validation_path, mapping), "validation")]
-        return train, val
-    return split_examples(train, config.validation_fraction, config.seed)
+    else:
+        train, val = split_examples(train, config.validation_fraction, config.seed)
+    return train + correction_examples(config, len(train)), val
+
+
+def correction_examples(config: RunConfig, n_train_rows: int) -> list[Example]:
+    """A next version's corrections from Chat (studio/feedback.py), as training rows only, weighted beside the
+    data's own; the validation rows stay the data's, so v1 and v2 are measured on the same rows."""
+    if not getattr(config, "corrections_path", ""):
+        return []
+    from .. import feedback
+
+    system = getattr(config, "system_prompt", "") or ""
+    return [as_example(row).with_system(system)
+            for row in feedback.correction_rows(config.corrections_path, n_train_rows)]
 
 
 def load_for_config(config: RunConfig) -> tuple[list[dict], list[dict]]:
