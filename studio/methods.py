@@ -122,3 +122,44 @@ def for_inference(trained: str | Method | None, cuda: bool) -> Method:
         return LORA32
     method = METHODS.get(trained) if isinstance(trained, str) else trained
     return method if method is not None and method.quantized else LORA16
+
+
+# --- training objectives: what a run learns from its rows ------------------------------------------------------
+@dataclass(frozen=True)
+class Objective:
+    name: str  # RunConfig.objective's value, as stored in config files and events
+    label: str  # plain words for the form's dropdown
+    short: str  # the name in a sentence
+    trainer: str  # which trainer trains it: "sft" (the studio's own Trainer), "dpo" (trl.DPOTrainer), "orpo"
+    # (trl.experimental.orpo.ORPOTrainer)
+    needs_preferences: bool  # learns from preference pairs (a chosen and a rejected answer to each prompt)
+    # Forward passes per pair, against one per supervised row, for the time and memory estimate: DPO runs the chosen
+    # and rejected answers through the model being trained, and both again through the reference model (the model
+    # started from: the adapter switched off, without gradients); ORPO has no reference, so chosen + rejected.
+    forwards: int = 1
+    reference_forwards: int = 0  # of the forwards above, those without a backward pass
+
+
+SFT = Objective("sft", "Supervised: learn to write the answers in your file", "Supervised fine-tuning", "sft", False)
+DPO = Objective("dpo", "DPO: learn to prefer the chosen answer over the rejected one (needs preference pairs)",
+                "DPO", "dpo", True, forwards=4, reference_forwards=2)
+ORPO = Objective("orpo", "ORPO: like DPO, without comparing against the starting model: a little cheaper (needs "
+                 "preference pairs)", "ORPO", "orpo", True, forwards=2)
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (SFT, DPO, ORPO)}
+OBJECTIVE_LABELS: dict[str, str] = {AUTO: "Automatic: DPO for a file of preference pairs, supervised otherwise",
+                                    **{o.name: o.label for o in OBJECTIVES.values()}}
+
+
+def resolve_objective(name: str, is_preference_data: bool) -> Objective:
+    """What a run trains with: "auto" is DPO on preference pairs and supervised otherwise; DPO or ORPO on data
+    without pairs is refused with the fix."""
+    if name == AUTO:
+        return DPO if is_preference_data else SFT
+    try:
+        objective = OBJECTIVES[name]
+    except KeyError:
+        raise ConfigError(f"Unknown training goal {name!r}; choose one of: {', '.join((AUTO, *OBJECTIVES))}.") from None
+    if objective.needs_preferences and not is_preference_data:
+        raise ConfigError(f"{objective.short} learns from preference pairs, and this data has none: use a file with "
+                          f"prompt, chosen and rejected columns, or set the training goal to Supervised.")
+    return objective

@@ -493,14 +493,18 @@ def test_a_long_upload_name_is_cut_in_its_stem_and_keeps_its_extension(tmp_path)
     assert saved.suffix == ".jsonl" and len(saved.name) <= 120
 
 
-# --- preference pairs (trained as supervised data on `chosen` until preference training lands) -------------------
-def test_preference_columns_train_on_chosen_and_say_so(tmp_path):
+# --- preference pairs: a Preference (prompt, chosen, rejected); supervised training reads its chosen conversation -
+def test_preference_columns_become_pairs_and_say_how_they_train(tmp_path):
     path = write_csv(tmp_path / "prefs.csv", ["prompt", "chosen", "rejected"],
                      [["Capital of France?", "Paris.", "Lyon."], ["2+2?", "4", "5"]])
     report = load_data(path)
     assert report.format == "preference" and "Preference" in report.format_label
-    assert turns(report.examples[0]) == [("user", "Capital of France?"), ("assistant", "Paris.")]
-    assert data.formats.PREFERENCE_NOTE in report.notes and "chosen answer only" in data.formats.PREFERENCE_NOTE
+    first = report.examples[0]
+    assert isinstance(first, data.Preference)
+    assert first.prompt_messages == [{"role": "user", "content": "Capital of France?"}]
+    assert (first.chosen, first.rejected) == ("Paris.", "Lyon.")
+    assert turns(first) == [("user", "Capital of France?"), ("assistant", "Paris.")]  # what supervised training reads
+    assert data.formats.PREFERENCE_NOTE in report.notes and "Supervised" in data.formats.PREFERENCE_NOTE
     plain = load_data(write_csv(tmp_path / "plain.csv", ["prompt", "chosen"], [["Capital?", "Paris."]]))
     assert plain.format == "pairs" and data.formats.PREFERENCE_NOTE not in plain.notes
 
@@ -515,6 +519,36 @@ def test_preference_conversations_train_on_the_chosen_conversation(tmp_path):
     assert report.format == "preference_chat" and data.formats.PREFERENCE_NOTE in report.notes
     assert turns(report.examples[0]) == [("user", "Hi?"), ("assistant", "Hello!")]
     assert turns(report.examples[1]) == [("user", "Bye?"), ("assistant", "Goodbye!")]
+    assert [e.rejected for e in report.examples] == ["Go away.", "Whatever."]
+
+
+def test_anthropic_hh_pairs_share_the_prompt_and_differ_in_the_last_answer(tmp_path):
+    talk = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "Tell me a joke."}]
+    rows = [{"chosen": [*talk, {"role": "assistant", "content": "Why did the cow cross the road?"}],
+             "rejected": [*talk, {"role": "assistant", "content": "No."}]}]
+    pair = load_data(write_jsonl(tmp_path / "hh.jsonl", rows)).examples[0]
+    assert pair.prompt_messages == talk and pair.chosen == "Why did the cow cross the road?" and pair.rejected == "No."
+    # The cleaned copy's dict shape reads back as the same pair.
+    assert data.as_example(pair.to_dict()) == pair
+    assert pair.trl_row() == {"prompt": talk, "chosen": [{"role": "assistant", "content": pair.chosen}],
+                              "rejected": [{"role": "assistant", "content": "No."}]}
+
+
+def test_pairs_with_nothing_to_prefer_are_row_problems_in_plain_words(tmp_path):
+    path = write_csv(tmp_path / "prefs.csv", ["prompt", "chosen", "rejected"],
+                     [["Capital of France?", "Paris.", "Lyon."], ["2+2?", "4", "4"], ["3+3?", "6", ""],
+                      ["4+4?", "", "9"]])
+    report = load_data(path)
+    kinds = {p.row: p.kind for p in report.problems}
+    assert kinds == {3: "same_answers", 4: "empty_rejected", 5: "empty_response"}
+    assert report.examples[1:] == [None, None, None]  # unusable: dropped from training
+    same = next(p for p in report.problems if p.kind == "same_answers")
+    assert "same" in same.message and "drop the row" in same.message and same.quote == "2+2?"
+    chat = [{"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+             "rejected": [{"role": "user", "content": "Hi"}]}]  # the rejected conversation has no answer
+    problems = load_data(write_jsonl(tmp_path / "hh.jsonl", chat)).problems
+    assert [p.kind for p in problems] == ["empty_rejected"] and "rejected answer is empty" in problems[0].message
 
 
 def test_a_pipe_is_not_called_a_folder(tmp_path):

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from studio import methods, models
-from studio.config import METHOD_LABELS, METHODS, RunConfig
+from studio.config import METHOD_LABELS, METHODS, OBJECTIVES, RunConfig
 from studio.errors import ConfigError
 
 
@@ -61,3 +61,18 @@ def test_precision_facts():
     assert (methods.LORA32.residual_bytes, methods.LORA32.activation_bytes) == (4, 4)
     assert methods.QLORA.optimizer == "paged_adamw_8bit" and methods.LORA32.optimizer == "adamw_torch"
     assert all(m.saves == "adapter" and m.adapter == "lora" for m in methods.METHODS.values())
+
+
+def test_automatic_objective_is_dpo_for_preference_pairs_and_supervised_otherwise():
+    assert methods.resolve_objective("auto", is_preference_data=True) is methods.DPO
+    assert methods.resolve_objective("auto", is_preference_data=False) is methods.SFT
+    assert methods.resolve_objective("sft", is_preference_data=True) is methods.SFT  # trains on the chosen answers
+    assert methods.resolve_objective("orpo", is_preference_data=True).trainer == "orpo"
+    assert set(methods.OBJECTIVE_LABELS) == set(OBJECTIVES)  # one label per choice of the form
+
+
+@pytest.mark.parametrize("name", ["dpo", "orpo"])
+def test_a_preference_objective_on_plain_data_is_refused_with_the_fix(name):
+    with pytest.raises(ConfigError, match="preference pairs.*Supervised") as caught:
+        methods.resolve_objective(name, is_preference_data=False)
+    assert "\n" not in str(caught.value)

@@ -5,7 +5,8 @@ examples.py). The package's modules, in the order a file goes through them:
 
 - readers.py   a file (CSV, TSV, JSON, JSONL, Parquet, TXT, XLSX) -> records keyed by column; DataError when
                the file as a whole cannot be used, one sentence naming the problem and the fix
-- examples.py  Chat | Text, and the dict shape at the boundary with code not yet switched
+- examples.py  Chat | Text | Preference (a Chat plus a rejected answer), and the dict shape at the boundary with
+               code not yet switched
 - names.py     the column names people use for each part
 - formats.py   detect_format names the shape; normalising builds examples and per-row problems
 - checks.py    the problem kinds; check_report adds near_duplicate, contradiction, personal_data, too_long, leak
@@ -30,7 +31,7 @@ from pathlib import Path
 from ..errors import DataError
 from .checks import MAX_EXAMPLE_CHARS, UNUSABLE, WARNINGS, RowProblem, check_report
 from .cli import main, no_usable_rows_sentence
-from .examples import Chat, Example, Message, Text, as_example
+from .examples import Chat, Example, Message, Preference, Text, as_example
 from .files import SAMPLES_DIR, safe_filename, sample_files, save_upload, write_clean_copy
 from .fixes import Fixes, FixResult, write_fixed_copy
 from .formats import CONVERSATION_FORMATS, DETECT_SAMPLE, FORMAT_LABELS, PAIR_FORMATS, ColumnMapping, detect_format
@@ -41,6 +42,7 @@ from .load import (
     load_examples,
     load_for_config,
     mapping_from_config,
+    objective_of,
     split_examples,
     split_sizes,
 )
@@ -70,8 +72,9 @@ __all__ = [
     "EXTENSIONS", "FORMAT_LABELS", "MAX_EXAMPLE_CHARS", "PAIR_FORMATS", "PREVIEW_ROWS", "PROMPT_NAMES",
     "RESPONSE_NAMES", "ROLE_ALIASES", "SAMPLES_DIR", "SUPPORTED_TEXT", "SYSTEM_NAMES", "TEXT_NAMES", "UNUSABLE",
     "WARNINGS", "Chat", "ColumnMapping", "DataError", "DataReport", "Example", "FixResult", "Fixes", "Message",
-    "RowProblem", "Text", "as_example", "check_report", "describe_stats", "detect_format", "encode_example",
-    "load_data", "load_examples", "load_for_config", "main", "mapping_from_config", "no_usable_rows_sentence",
+    "Preference", "RowProblem", "Text", "as_example", "check_report", "describe_stats", "detect_format",
+    "encode_example", "load_data", "load_examples", "load_for_config", "main", "mapping_from_config",
+    "no_usable_rows_sentence", "objective_of",
     "readiness", "render_chat", "render_segments", "rendered_text", "safe_filename", "sample_files", "save_upload",
     "split_examples", "split_sizes", "token_stats", "write_clean_copy", "write_fixed_copy"
 ]

@@ -26,7 +26,8 @@ MAX_EXAMPLE_CHARS = 100_000  # longer rows are unusable ("oversized"): even a 32
 # Problems that make a row unusable for training (usable() leaves them out). The others are warnings: the row is
 # trained on as it is unless the user drops or fixes it ("Drop bad rows" and the fixes in fixes.py).
 UNUSABLE = frozenset({"empty_prompt", "empty_response", "empty_text", "missing_column", "wrong_type",
-                      "bad_message", "oversized"})
+                      "bad_message", "oversized",
+                      "empty_rejected", "same_answers"})  # preference pairs: no worse answer, nothing to prefer
 WARNINGS = frozenset({"encoding", "duplicate", "blank_row", "near_duplicate", "contradiction", "personal_data",
                       "too_long", "leak"})
 CROSS_ROW = frozenset({"near_duplicate", "contradiction", "personal_data", "too_long", "leak"})  # check_report's

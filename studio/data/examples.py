@@ -1,8 +1,10 @@
 """Typed examples: what one usable row becomes, whatever its file's format.
 
-`Chat` (a conversation; pair formats become system? + user + assistant) or `Text` (plain text, trained on whole).
-Code that needs the kind matches on the class (`match example: case Chat(): ... case Text(): ...`), so a coming
-`Preference` kind (prompt, chosen, rejected) is one more class here plus its own case where it is trained.
+`Chat` (a conversation; pair formats become system? + user + assistant), `Text` (plain text, trained on whole) or
+`Preference` (a prompt with a chosen and a rejected answer). Code that needs the kind matches on the class
+(`match example: case Preference(): ... case Chat(): ... case Text(): ...`). A Preference is a Chat of its prompt
+and chosen answer plus the rejected answer, so code that does not ask for the rejected answer (supervised training,
+the preview, the checks, the report card's reference) reads it as the chosen conversation.
 
 The dict shape ({"messages": [...]} or {"text": ...}) stays at the boundary with code that has not switched yet
 (`to_dict`, `as_example`): the cleaned JSONL copy holds it, and chat.py reads it.
@@ -88,16 +90,60 @@ class Text:
         return len(self.text)
 
 
-Example = Chat | Text
+@dataclass
+class Preference(Chat):
+    """A preference pair: `messages` is the prompt (system + turns up to the question) and the chosen answer as the
+    last assistant turn; `rejected` is the worse answer to the same prompt. DPO and ORPO (studio/train.py) train the
+    model to find the chosen answer more likely than the rejected one."""
+
+    rejected: str = ""
+
+    @property
+    def prompt_messages(self) -> list[Message]:
+        """Every turn before the chosen answer."""
+        return self.messages[:-1]
+
+    @property
+    def chosen(self) -> str:
+        return self.messages[-1]["content"]
+
+    def chosen_chat(self) -> Chat:
+        """The prompt and the chosen answer alone: what supervised training learns from a pair."""
+        return Chat(list(self.messages))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"messages": [dict(m) for m in self.messages], "rejected": self.rejected}
+
+    def trl_row(self) -> dict[str, Any]:
+        """TRL's conversational preference shape: {"prompt": turns, "chosen": [answer], "rejected": [answer]}."""
+        return {"prompt": [dict(m) for m in self.prompt_messages],
+                "chosen": [{"role": "assistant", "content": self.chosen}],
+                "rejected": [{"role": "assistant", "content": self.rejected}]}
+
+    def with_system(self, prompt: str) -> Preference:
+        chat = Chat.with_system(self, prompt)
+        return self if chat is self else Preference(chat.messages, self.rejected)
+
+    def key(self) -> tuple:
+        return (*Chat.key(self), ("rejected", self.rejected))
+
+    def chars(self) -> int:
+        return Chat.chars(self) + len(self.rejected)
+
+
+Example = Chat | Text  # Preference is a Chat
 
 
 def as_example(value: Example | dict) -> Example:
     """A typed example from either shape: dicts come from the cleaned JSONL copy and from code not yet switched."""
     if isinstance(value, (Chat, Text)):
         return value
+    if isinstance(value, dict) and isinstance(value.get("messages"), list) and isinstance(value.get("rejected"), str):
+        return Preference([{"role": m["role"], "content": m["content"]} for m in value["messages"]],
+                          value["rejected"])
     if isinstance(value, dict) and isinstance(value.get("messages"), list):
         return Chat([{"role": m["role"], "content": m["content"]} for m in value["messages"]])
     if isinstance(value, dict) and isinstance(value.get("text"), str):
         return Text(value["text"])
-    raise DataError("An example must be {\"messages\": [...]} or {\"text\": ...}: normalise it with load_data "
-                    "first.")
+    raise DataError("An example must be {\"messages\": [...]} (with \"rejected\" for a preference pair) or "
+                    "{\"text\": ...}: normalise it with load_data first.")

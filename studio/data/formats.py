@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from ..errors import DataError
 from . import checks
 from .checks import RowProblem, quote
-from .examples import Chat, Text
+from .examples import Chat, Preference, Text
 from .names import (
     CONVERSATION_NAMES,
     PROMPT_NAMES,
@@ -43,11 +43,11 @@ FORMAT_LABELS = {
 PAIR_FORMATS = ("alpaca", "prompt_completion", "question_answer", "pairs", "preference", "manual")
 CONVERSATION_FORMATS = ("messages", "sharegpt", "preference_chat")
 PREFERENCE_FORMATS = ("preference", "preference_chat")
-# Until preference training lands, a preference file trains as supervised data on its chosen answers: said on the
-# Data tab (report notes) and by the CLI, never done in silence.
-PREFERENCE_NOTE = ("This file holds preference pairs (chosen and rejected answers): Studio cannot train on "
-                   "preferences yet, so it trains on the prompt and the chosen answer only, as ordinary examples, and "
-                   "the rejected answers are not used.")
+REJECTED_NAME = "rejected"  # the rejected answers' column, by its normalised name (detect_format needs it too)
+# Said on the Data tab (report notes) and by the CLI: what a preference file trains, by the run's training goal.
+PREFERENCE_NOTE = ("This file holds preference pairs (a chosen and a rejected answer to each prompt): with the "
+                   "training goal Automatic, DPO or ORPO the model learns to prefer the chosen answers; with "
+                   "Supervised it learns to write the chosen answers, and the rejected ones are not used.")
 
 
 @dataclass
@@ -127,9 +127,9 @@ def detect_format(columns: list[str], records: list) -> Detection:
     for c in columns:
         by_norm.setdefault(_norm(c), c)
     system = _first_present(SYSTEM_NAMES, by_norm)
-    if "chosen" in by_norm and "rejected" in by_norm:
+    if "chosen" in by_norm and REJECTED_NAME in by_norm:
         chosen = by_norm["chosen"]
-        prompt = _first_present(PROMPT_NAMES, by_norm, exclude=(chosen, by_norm["rejected"]))
+        prompt = _first_present(PROMPT_NAMES, by_norm, exclude=(chosen, by_norm[REJECTED_NAME]))
         if _conversation_style(records, chosen):  # chosen/rejected as message lists (UltraFeedback style)
             return Detection("preference_chat", ColumnMapping(prompt=prompt, system=system), chosen, 1.0)
         if prompt:
@@ -314,6 +314,37 @@ def _conversation_example(record: dict, column: str, system_column: str, prompt_
     return Chat(messages)
 
 
+def _rejected_column(columns: list[str]) -> str:
+    return next((c for c in columns if _norm(c) == REJECTED_NAME), "")
+
+
+def _rejected_answer(record: dict, column: str, fmt: str, prompt_column: str) -> str:
+    """The rejected answer of a preference row: a cell, or the last assistant turn of a rejected conversation
+    (lists that hold only the answer take the prompt from its own column, as the chosen ones do)."""
+    if column not in record:
+        raise _Bad("missing_column", f"The row has no {column!r} field: add the rejected answer or drop the row.")
+    if fmt != "preference_chat":
+        return _cell(record, column, f"{column!r} value")
+    try:
+        return _conversation_example(record, column, "", prompt_column).answer
+    except _Bad as bad:
+        if bad.kind in ("empty_response", "empty_prompt"):
+            raise _Bad("empty_rejected", "The rejected answer is empty: write the worse answer or drop the "
+                                         "row.") from None
+        raise
+
+
+def _preference_example(chat: Chat, rejected: str) -> Preference:
+    """A preference pair from the chosen conversation and the rejected answer; pairs that teach no preference
+    are row problems."""
+    if not rejected:
+        raise _Bad("empty_rejected", "The rejected answer is empty: write the worse answer or drop the row.")
+    if rejected == chat.answer:
+        raise _Bad("same_answers", "The chosen and rejected answers are the same, so there is nothing to prefer: "
+                                   "write a worse rejected answer or drop the row.")
+    return Preference(chat.messages, rejected)
+
+
 def _quote_of(record, mapping: ColumnMapping, conversation: str, columns_of) -> str:
     """The start of a row's prompt as written in the file, for a problem about a row that may be unusable."""
     if not isinstance(record, dict):
@@ -358,6 +389,7 @@ def _normalise(table: _Table, fmt: str, mapping: ColumnMapping, conversation: st
     elif fmt not in CONVERSATION_FORMATS:
         columns_of(mapping.prompt), columns_of(mapping.response)
     system_column = columns_of(mapping.system)[0] if mapping.system else ""
+    rejected_column = _rejected_column(table.columns) if fmt in PREFERENCE_FORMATS else ""
     seen: dict[Any, int] = {}
     for index, record in enumerate(table.records):
         row = table.rows[index]
@@ -384,6 +416,9 @@ def _normalise(table: _Table, fmt: str, mapping: ColumnMapping, conversation: st
                 example = _conversation_example(record, conversation, system_column, prompt_column)
             else:
                 example = _pair_example(record, mapping, columns_of)
+            if rejected_column:
+                prompt_column = columns_of(mapping.prompt)[0] if mapping.prompt else ""
+                example = _preference_example(example, _rejected_answer(record, rejected_column, fmt, prompt_column))
             chars = example.chars()
             if chars > checks.MAX_EXAMPLE_CHARS:
                 raise _Bad("oversized", f"The row is {chars:,} characters long, above the "

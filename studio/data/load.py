@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, UserError
 from .checks import UNUSABLE, RowProblem
-from .examples import Example, as_example
+from .examples import Example, Preference, as_example
 from .formats import (
     FORMAT_LABELS,
     PREFERENCE_FORMATS,
@@ -243,31 +243,62 @@ def _usable(report: DataReport, role: str) -> list[Example]:
                     f"{common}); fix them, or check the column mapping in the Data tab.")
 
 
+def objective_of(config: RunConfig, report: DataReport | None = None):
+    """The run's training objective (studio.methods.Objective): "auto" is DPO for a file of preference pairs and
+    supervised otherwise; DPO or ORPO need preference pairs, from the file or from the corrections made in Chat
+    (each correction is a pair: the corrected answer chosen, the model's own rejected). Raises ConfigError with the
+    fix. `report`: the training file's, when already read."""
+    from .. import methods
+
+    if config.objective == "sft":
+        return methods.SFT
+    if report is None:
+        report = load_data(config.data_path, mapping_from_config(config))
+    pairs = report.format in PREFERENCE_FORMATS
+    corrected = bool(getattr(config, "corrections_path", "")) and config.objective != methods.AUTO
+    return methods.resolve_objective(config.objective, pairs or corrected)
+
+
 def load_examples(config: RunConfig) -> tuple[list[Example], list[Example]]:
     """Train and validation examples for a run, bad rows dropped, the run's own system prompt added to rows
-    without one (config.system_prompt, once the core's RunConfig has it)."""
+    without one (config.system_prompt). For a preference objective (DPO, ORPO) only preference pairs; for
+    supervised training a pair is its chosen conversation (Preference is a Chat)."""
     if not config.data_path:
         raise DataError("No training data: upload a file in the Data tab.")
     mapping = mapping_from_config(config)
     system = getattr(config, "system_prompt", "") or ""
-    train = [e.with_system(system) for e in _usable(load_data(config.data_path, mapping), "training")]
+    report = load_data(config.data_path, mapping)
+    objective = objective_of(config, report)
+    train = [e.with_system(system) for e in _usable(report, "training")]
     if config.validation_path:
         val = [e.with_system(system) for e in _usable(load_data(config.validation_path, mapping), "validation")]
     else:
         train, val = split_examples(train, config.validation_fraction, config.seed)
-    return train + correction_examples(config, len(train)), val
+    if objective.needs_preferences:
+        # Rows without a rejected answer have nothing to prefer (a plain file whose pairs come from corrections).
+        train, val = ([e for e in rows if isinstance(e, Preference)] for rows in (train, val))
+    return train + correction_examples(config, len(train), objective.needs_preferences), val
 
 
-def correction_examples(config: RunConfig, n_train_rows: int) -> list[Example]:
+def correction_examples(config: RunConfig, n_train_rows: int, preferences: bool = False) -> list[Example]:
     """A next version's corrections from Chat (studio/feedback.py), as training rows only, weighted beside the
-    data's own; the validation rows stay the data's, so v1 and v2 are measured on the same rows."""
+    data's own; the validation rows stay the data's, so v1 and v2 are measured on the same rows. `preferences`
+    (DPO, ORPO): each correction once, as a pair (the corrected answer chosen, the model's own rejected)."""
     if not getattr(config, "corrections_path", ""):
         return []
     from .. import feedback
 
     system = getattr(config, "system_prompt", "") or ""
+    if preferences:
+        return [_correction_pair(row).with_system(system) for row in feedback.preference_rows(config.corrections_path)]
     return [as_example(row).with_system(system)
             for row in feedback.correction_rows(config.corrections_path, n_train_rows)]
+
+
+def _correction_pair(row: dict) -> Preference:
+    """feedback.preference_rows' {"chosen": turns, "rejected": turns} (the same prompt, two endings) as a pair."""
+    chosen, rejected = as_example({"messages": row["chosen"]}), as_example({"messages": row["rejected"]})
+    return Preference(chosen.messages, rejected.answer)
 
 
 def load_for_config(config: RunConfig) -> tuple[list[dict], list[dict]]:
