@@ -146,10 +146,11 @@ class Counts:
     def sentence(self) -> str:
         if not (self.corrections or self.good or self.bad):
             return "No corrections yet: correct an answer of the fine-tuned model below to teach its next version."
-        parts = [f"{self.corrections} correction{'s' if self.corrections != 1 else ''}"]
-        if self.good or self.bad:
-            parts.append(f"{self.good} answer{'s' if self.good != 1 else ''} marked good, {self.bad} bad")
-        return f"This run has {', '.join(parts)}."
+        text = f"This run has {self.corrections} correction{'s' if self.corrections != 1 else ''}"
+        marked = self.good + self.bad
+        if marked:
+            text += f" and {marked} answer{'s' if marked != 1 else ''} marked ({self.good} good, {self.bad} bad)"
+        return text + "."
 
 
 def counts(run_dir: str | Path) -> Counts:

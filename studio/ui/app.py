@@ -19,7 +19,7 @@ from .demo import resolve_auth
 from .export_tab import build_share_tab
 from .model_tab import build_model_tab, catalog_table
 from .settings_tab import build_settings_tab
-from .train_tab import build_train_tab, open_page
+from .train_tab import build_train_tab, open_page, run_choices
 
 CSS = """
 .progress {height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; margin: 4px 0;}
@@ -57,7 +57,7 @@ def build_app(runs_dir: Path, test_models: bool = False, uploads_dir: Path | Non
                 build_chat_tab(ctx, tab)
             with gr.Tab("6. Share", id="share") as tab:
                 build_share_tab(ctx, tab)
-        link_tabs(app, ctx)
+        link_tabs(app, ctx, tabs)
         # A reload while a run trains lands on the Train tab, where that run is shown.
         app.load(bind(landing_tab, runs_dir), None, tabs, api_visibility="private")
     return app
@@ -70,7 +70,14 @@ def landing_tab(runs_dir: Path):
     return gr.Tabs(selected="train") if jobs.active_run(runs_dir) is not None else gr.skip()
 
 
-def link_tabs(app: gr.Blocks, ctx: UIContext) -> None:
+def show_started_run(runs_dir: Path, run_id):
+    """A run started outside the Train tab (Chat's "Train v2"): the Train tab opens on it, as after Start."""
+    if not run_id:
+        return gr.skip(), gr.skip()
+    return gr.Tabs(selected="train"), gr.Dropdown(choices=run_choices(runs_dir), value=run_id)
+
+
+def link_tabs(app: gr.Blocks, ctx: UIContext, tabs: gr.Tabs) -> None:
     """The wiring between tabs, once every tab is built: each link reads a typed attribute of the context."""
     # The Data tab's length check follows the Settings tab's max_seq_length.
     data_tab.follow_max_seq_length(ctx, ctx.fields["max_seq_length"])
@@ -80,6 +87,8 @@ def link_tabs(app: gr.Blocks, ctx: UIContext) -> None:
         component.change(catalog_table, sizing, ctx.model.catalog, show_progress="hidden", api_visibility="private")
     names = list(ctx.fields)
     page = ctx.train.page
+    ctx.chat.version_started.change(bind(show_started_run, ctx.runs_dir), ctx.chat.version_started,
+                                    [tabs, page.run_select], api_visibility="private")
     app.load(bind(open_page, ctx), None, slots(page), api_visibility="private")
     # A reload while a run trains: the form shows that run's settings and data, not the defaults.
     data = ctx.data

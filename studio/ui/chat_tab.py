@@ -7,6 +7,7 @@ Every action here has a CLI twin: `python -m studio chat`.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import threading
 import time
@@ -18,7 +19,7 @@ import gradio as gr
 import pandas as pd
 from gradio.context import Context
 
-from .. import jobs, models, paths
+from .. import feedback, jobs, models, paths
 from ..chat import (
     BASE_LABEL,
     BATCH_COLUMNS,
@@ -34,8 +35,16 @@ from ..chat import (
 from ..config import RunConfig
 from ..errors import UserError
 from ..events import CONFIG_FILE, read_events, replay
-from .common import UIContext, bind, error_markdown, guarded, keep, slots, upload_roots
-from .sessions import NO_RUN, clear_chat, get_session, run_dir_of, stop_event_for, stop_session
+from .common import UIContext, bind, error_markdown, guarded, keep, slots, upload_roots, user_message
+from .sessions import (
+    NO_RUN,
+    clear_chat,
+    get_session,
+    release_gpu_sessions,
+    run_dir_of,
+    stop_event_for,
+    stop_session,
+)
 
 # The first source is the run's report card: its held-out rows were answered by both models when training ended,
 # so the comparison (and the validation loss below it) is a view of the report, not a second measurement.
@@ -50,9 +59,22 @@ GENERATION_FIELDS = ("temperature", "top_p", "max_new_tokens", "repetition_penal
 
 @dataclass
 class ChatTab:
-    """What the Chat tab lends to others: the run picked (Export acts on it)."""
+    """What the Chat tab lends to others: the run picked (Export acts on it), and the id of a next version just
+    started from here (the app shows it in the Train tab)."""
 
     run_select: gr.Dropdown
+    version_started: gr.State
+
+
+@dataclass
+class FeedbackView:
+    """What a correction, a rating or "Train v2" redraws: the line about the run's corrections, the fine-tuned
+    column (a correction replaces the answer it corrects), the preference-pairs download, a next version started."""
+
+    notice: Any = keep()
+    tuned: Any = keep()
+    pairs: Any = keep()
+    started: Any = keep()
 
 
 @dataclass
@@ -163,7 +185,9 @@ def describe(runs_dir: Path, run_id: str | None, default_model: str) -> str:
         loss = f", validation loss {before_after[0]:.3f} for the base model and {before_after[1]:.3f} fine-tuned"
     elif s.best_eval_loss is not None:
         loss = f", best validation loss {s.best_eval_loss:.3f}"
-    return f"Run **{s.run_id}**: {s.model} + LoRA adapter, {s.status} at step {s.step}{loss}."
+    chain = feedback.lineage(run_dir)
+    version = f" Version {len(chain)}, continuing run {chain[-2]}." if len(chain) > 1 else ""
+    return f"Run **{s.run_id}**: {s.model} + LoRA adapter, {s.status} at step {s.step}{loss}.{version}"
 
 
 def select_run(ctx: UIContext, run_id) -> str:
@@ -311,6 +335,99 @@ def batch_items(runs_dir: Path, run_id: str | None, source_name: str, file,
     return [(m, ref) for m, ref in items if m and m[-1].get("role") == "user"]
 
 
+# --- teaching the next version ----------------------------------------------------------------
+TEACH_HINT = ("**Teach the next version.** Under each fine-tuned answer: ✎ to correct it (write the answer it "
+              "should have given), 👍 / 👎 to mark it good or bad. Corrections are kept with the run; **Train v2** "
+              "continues this run's fine-tuning on its data plus your corrections.")
+
+
+def feedback_view(runs_dir: Path, run_id, saved: str = "") -> FeedbackView:
+    """The corrections line and the preference-pairs download of the run picked (`saved`: what was just done)."""
+    run_dir = run_dir_of(runs_dir, run_id)
+    if run_dir is None:
+        return FeedbackView(f"{TEACH_HINT} Pick a finished run above first.", pairs=gr.DownloadButton(visible=False))
+    counted = feedback.counts(run_dir)
+    pairs = gr.DownloadButton(visible=False)
+    if counted.corrections:
+        dest = Path(tempfile.mkdtemp(prefix="studio-pairs-")) / f"corrections-{run_dir.name}.jsonl"
+        feedback.write_preference_file(run_dir, dest)
+        pairs = gr.DownloadButton(value=str(dest), visible=True)
+    return FeedbackView(" ".join(part for part in (saved, counted.sentence()) if part), pairs=pairs)
+
+
+def answer_at(history, index) -> tuple[list[dict], int]:
+    """(the column's messages, the position of the message an edit or a mark is about)."""
+    messages = normalise_history(history)
+    position = index[0] if isinstance(index, (list, tuple)) else index
+    if not isinstance(position, int) or not 0 <= position < len(messages):
+        raise UserError("That message is no longer in the conversation: send the question again.")
+    return messages, position
+
+
+def asked_before(messages: list[dict], position: int, system_prompt: str) -> list[dict]:
+    """The conversation the answer at `position` replied to, with the system prompt used for it (none typed: the
+    run's own, which its next version adds to every row without one)."""
+    from ..chat import with_system_prompt
+
+    return with_system_prompt([m for m in messages[:position] if m["content"] != NO_TUNED], system_prompt or "")
+
+
+def correct_answer(ctx: UIContext, run_id, system_prompt, tuned_history, edit: gr.EditData) -> FeedbackView:
+    """An answer of the fine-tuned column edited in place: the edit is the correction, kept in the run's
+    feedback file, and stays in the column. Any other edit is undone and explained."""
+    messages, position = answer_at(tuned_history, edit.index)
+    before = text_of(edit.previous_value)
+    messages[position]["content"] = before  # until the correction is saved, the model's own words stay
+    try:
+        run_dir = run_dir_of(ctx.runs_dir, run_id)
+        if run_dir is None:
+            raise UserError("Pick a finished run above first: corrections teach that run's next version.")
+        if messages[position]["role"] != "assistant" or before == NO_TUNED:
+            raise UserError("Only the fine-tuned model's answers can be corrected here: to ask something else, send "
+                            "a new message.")
+        correction = text_of(edit.value)
+        feedback.record(run_dir, asked_before(messages, position, system_prompt), before, correction=correction)
+    except Exception as err:  # noqa: BLE001 - shown as one sentence
+        view = feedback_view(ctx.runs_dir, run_id)
+        return dataclasses.replace(view, notice=error_markdown(err), tuned=messages)
+    messages[position]["content"] = correction.strip()
+    view = feedback_view(ctx.runs_dir, run_id, saved="Correction saved.")
+    return dataclasses.replace(view, tuned=messages)
+
+
+def rate_answer(ctx: UIContext, run_id, system_prompt, tuned_history, mark: gr.LikeData) -> FeedbackView:
+    """👍 / 👎 under a fine-tuned answer: kept in the run's feedback file (un-marking keeps the earlier mark)."""
+    try:
+        messages, position = answer_at(tuned_history, mark.index)
+        if mark.liked is None or mark.liked == "":
+            return FeedbackView()
+        run_dir = run_dir_of(ctx.runs_dir, run_id)
+        if run_dir is None:
+            raise UserError("Pick a finished run above first: marks teach that run's next version.")
+        rating = "good" if mark.liked is True or mark.liked == "Like" else "bad"
+        feedback.record(run_dir, asked_before(messages, position, system_prompt), messages[position]["content"],
+                        rating=rating)
+    except Exception as err:  # noqa: BLE001 - shown as one sentence
+        return FeedbackView(error_markdown(err))
+    return feedback_view(ctx.runs_dir, run_id, saved=f"Marked {rating}.")
+
+
+def train_next_version(ctx: UIContext, run_id) -> FeedbackView:
+    """"Train v2 with my corrections": a new run from this run's adapter, on its data plus the corrections; the
+    app then shows it in the Train tab."""
+    try:
+        if run_dir_of(ctx.runs_dir, run_id) is None:
+            raise UserError("Pick a finished run above first: its next version continues from it.")
+        jobs.ensure_none_training(ctx.runs_dir)  # before the chat models are freed for nothing
+        release_gpu_sessions()
+        run_dir = jobs.start_next_version(ctx.runs_dir, run_id)
+    except Exception as err:  # noqa: BLE001 - shown as one sentence
+        return FeedbackView(f"**Cannot start the next version:** {user_message(err)}")
+    n = feedback.counts(run_dir_of(ctx.runs_dir, run_id)).corrections
+    return FeedbackView(f"Started **{run_dir.name}** from run {run_id}'s fine-tuned model, on its data plus "
+                        f"{n} correction{'s' if n != 1 else ''}: follow it in the Train tab.", started=run_dir.name)
+
+
 # --- the tab ----------------------------------------------------------------------------------
 def _settings_column(title: str, visible: bool = True):
     """A column of generation sliders, in the order of GENERATION_FIELDS."""
@@ -346,13 +463,23 @@ def build_chat_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     run_info = gr.Markdown(describe(ctx.runs_dir, None, ctx.default_model), elem_id="chat-run-info")
     with gr.Row(equal_height=True):
         base_bot = gr.Chatbot(label=f"{BASE_LABEL} model", height=420, buttons=["copy"], elem_id="chat-base")
-        tuned_bot = gr.Chatbot(label=TUNED_LABEL, height=420, buttons=["copy"], elem_id="chat-tuned")
+        # Editable in place: editing an answer is how it is corrected (correct_answer undoes any other edit).
+        tuned_bot = gr.Chatbot(label=TUNED_LABEL, height=420, buttons=["copy"], elem_id="chat-tuned",
+                               editable="all", feedback_options=("Like", "Dislike"))
     with gr.Row():
         message = gr.Textbox(placeholder="Ask both models something, then press Enter", show_label=False, scale=5,
                              lines=1, max_lines=8, elem_id="chat-message")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
         clear = gr.Button("Clear", scale=1, elem_id="chat-clear")
+    with gr.Group():
+        teach = FeedbackView(
+            notice=gr.Markdown(feedback_view(ctx.runs_dir, None).notice, elem_id="feedback-note"),
+            tuned=tuned_bot,
+            pairs=gr.DownloadButton("Download corrections as preference pairs (JSONL, for DPO or ORPO)",
+                                    visible=False, size="sm", elem_id="feedback-pairs"),
+            started=gr.State(None))
+        train_v2 = gr.Button("Train v2 with my corrections", elem_id="train-v2", size="sm")
     with gr.Accordion("Generation settings", open=False):
         # value="": an API client may leave it out (client.predict(run_id, message, api_name="/chat")).
         system = gr.Textbox(value="", label="System prompt", lines=2,
@@ -395,6 +522,11 @@ def build_chat_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     run_select.change(bind(select_run, ctx), run_select, run_info, api_visibility="private")
     run_select.change(bind(forget_results), None, slots(results), api_visibility="private", queue=False)
     run_select.change(empty_losses, None, losses, api_visibility="private", queue=False)
+    run_select.change(bind(feedback_view, ctx.runs_dir), run_select, slots(teach), api_visibility="private")
+    tuned_bot.edit(bind(correct_answer, ctx), [run_select, system, tuned_bot], slots(teach),
+                   api_visibility="private")
+    tuned_bot.like(bind(rate_answer, ctx), [run_select, system, tuned_bot], slots(teach), api_visibility="private")
+    train_v2.click(bind(train_next_version, ctx), run_select, slots(teach), api_name="train_next_version")
     settings = [system, same, *base_values, *tuned_values]
     chat_inputs = [run_select, message, base_bot, tuned_bot, *settings]
     chat_outputs = [base_bot, tuned_bot, message]
@@ -413,4 +545,4 @@ def build_chat_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     if tab is not None:
         tab.select(follow, [run_select, newest_seen], [run_select, newest_seen], api_visibility="private")
     Context.root_block.load(follow, [run_select, newest_seen], [run_select, newest_seen], api_visibility="private")
-    ctx.chat = ChatTab(run_select)
+    ctx.chat = ChatTab(run_select, teach.started)
