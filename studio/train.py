@@ -7,6 +7,7 @@ so a crash or an out-of-memory error takes down only the run. It never imports g
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = RunConfig.load(args.config)
             check_data_files(config)
+            if config.objective in ("dpo", "orpo"):  # on data without preference pairs: refused with the fix
+                from . import data
+
+                data.objective_of(config)
             runs_dir = Path(args.runs_dir)
         # The process that trains holds the runs-folder lock for its whole life: handed over by the UI that spawned
         # it, or taken here. The kernel releases it when this process ends, however it ends.
@@ -207,24 +212,32 @@ def describe_failure(err: BaseException) -> tuple[str, str]:
 
 # --- build ------------------------------------------------------------------------------
 def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, callbacks=()) -> str:
-    from . import models
+    from . import data, models
 
     method = models.training_method(config)
-    log.info("method %s, config %s", method.name, config.to_json())
+    objective = data.objective_of(config)  # DPO or ORPO on data without preference pairs is refused here
+    log.info("method %s, objective %s, config %s", method.name, objective.name, config.to_json())
     tokenizer = models.load_tokenizer(config.model, config.trust_remote_code)
     model_config = models.load_config(config.model, config.trust_remote_code)
-    config = packing.for_model(config, model_config)
-    train_set, val_set = load_datasets(config, tokenizer)
+    if objective.needs_preferences:
+        config = preference_settings(config)
+        train_set, val_set = preference_datasets(config)
+        step_tokens = None
+    else:
+        config = packing.for_model(config, model_config)
+        train_set, val_set = load_datasets(config, tokenizer)
+        step_tokens = longest_step_tokens(config, train_set["length"])
     config.check_data_size(len(train_set))
 
     precision = cpu_precision(config, model_config)
     start_from = feedback.parent_adapter(run_dir, config.parent_run) if config.parent_run else None
-    model = build_model(config, method, step_tokens=longest_step_tokens(config, train_set["length"]),
-                        precision=precision, start_from=start_from)
-    reporter = callback_class("EventCallback")(run_dir, events, config, method, precision=precision)
+    model = build_model(config, method, step_tokens=step_tokens, precision=precision, start_from=start_from)
+    reporter = callback_class("EventCallback")(run_dir, events, config, method, precision=precision,
+                                               objective=objective.name)
     keeper = callback_class("BestAdapter")(run_dir, config.early_stopping_patience if val_set is not None else 0)
-    trainer = build_trainer(config, method, model, tokenizer, train_set, val_set, run_dir,
-                            callbacks=[*callbacks, reporter, keeper], precision=precision)
+    build = functools.partial(build_preference_trainer, objective) if objective.needs_preferences else build_trainer
+    trainer = build(config, method, model, tokenizer, train_set, val_set, run_dir,
+                    callbacks=[*callbacks, reporter, keeper], precision=precision)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.info("no checkpoint to resume from; starting from step 0")
@@ -263,7 +276,7 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
         log.info("adapter of step %d kept (validation loss %.4f; %.4f at step %d)", adapter_step, keeper.best_loss,
                  last_loss, step)
     else:
-        trainer.model.save_pretrained(adapter_dir)
+        save_adapter(trainer.model, adapter_dir)
         tokenizer.save_pretrained(adapter_dir)
     status = "stopped" if stopped else "finished"
     # The speed as this process measured it, not re-read from events.jsonl: the adapter is saved, and nothing in
@@ -382,6 +395,120 @@ def build_trainer(config: RunConfig, method: Method, model, tokenizer, train_set
                                      processing_class=tokenizer, callbacks=callbacks)
     trainer.cpu_bf16 = precision is not None and precision.bf16
     # Progress goes to events.jsonl; the worker's stdout carries only the run folder.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def save_adapter(model, folder: Path) -> None:
+    """The trained adapter alone (a PeftModel saves megabytes, not the base). DPO keeps a frozen copy of the
+    adapter as its reference ("ref", see build_preference_trainer): never saved, so the run's adapter folder is the
+    same for every training goal."""
+    names = list(getattr(model, "peft_config", {}) or {})
+    model.save_pretrained(folder, **({"selected_adapters": ["default"]} if len(names) > 1 else {}))
+
+
+# --- preference training (DPO, ORPO through TRL) -------------------------------------------------------------
+def preference_settings(config: RunConfig) -> RunConfig:
+    """The run's settings as preference training uses them: TRL pads its batches of chosen and rejected answers
+    (no packing), and switches dropout off so that the chosen and rejected likelihoods, and the reference's, are
+    compared without random masks (a LoRA dropout above 0 would be undone anyway, except the studio's fast dropout
+    on a CPU, which TRL does not know)."""
+    return dataclasses.replace(config, packing=False, lora_dropout=0.0)
+
+
+def preference_datasets(config: RunConfig):
+    """(train, validation or None) as datasets of TRL's conversational pairs ({"prompt", "chosen", "rejected"}
+    turn lists): TRL applies the chat template and tokenises them itself."""
+    from datasets import Dataset
+
+    from . import data
+
+    check_data_files(config)
+    train, val = data.load_examples(config)
+    if not train:
+        raise DataError("No preference pairs left to train on (every row lacks a rejected answer or repeats its "
+                        "chosen one): check the Data tab's problems, or set the training goal to Supervised.")
+    return (Dataset.from_list([e.trl_row() for e in train]),
+            Dataset.from_list([e.trl_row() for e in val]) if val else None)
+
+
+def preference_arguments(config: RunConfig, objective: methods.Objective, method: Method, run_dir: Path,
+                         has_eval: bool):
+    """TRL's DPOConfig / ORPOConfig: the run's TrainingArguments (training_argument_values) plus the preference
+    settings. Fields as TRL 1.16 names them (trl/trainer/dpo_config.py, trl/experimental/orpo/orpo_config.py)."""
+    values = training_argument_values(config, method, run_dir, has_eval)
+    values.update(
+        # TRL's configs default bf16 to True and gradient checkpointing on: the run's method and build_model
+        # (needs_gradient_checkpointing, already applied to the model) decide both, as for supervised runs.
+        bf16=values["bf16"],
+        gradient_checkpointing=False,
+        train_sampling_strategy="random",  # TRL's datasets have no "length" column to group by
+        include_num_input_tokens_seen="non_padding",
+        max_length=config.max_seq_length,  # prompt + answer, cut from the end (TRL's default keep_start)
+        beta=config.preference_beta,  # DPO's beta; ORPO's lambda (the weight of its odds-ratio term)
+        disable_dropout=True,
+        dataset_num_proc=None,  # tokenised in this process: no worker pool on a 2-core machine
+    )
+    if objective.trainer == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig(**values, padding_free=False, precompute_ref_log_probs=False, loss_type=["sigmoid"])
+    os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"  # trl.experimental's import warning would reach stderr
+    from trl.experimental.orpo import ORPOConfig
+
+    # ORPO's batches hold chosen_input_ids / rejected_input_ids, no input_ids for the Trainer to count tokens in.
+    return ORPOConfig(**{**values, "include_num_input_tokens_seen": "no"})
+
+
+@functools.cache
+def preference_trainer_class(trainer: str) -> type:
+    """TRL's DPOTrainer or ORPOTrainer with the studio's warm-up (WarmupAboveZero) and, with bf16 on a CPU, each
+    loss computed under CPU autocast (the bf16 base meets the fp32 LoRA weights), as StudioTrainer does."""
+    import torch
+
+    if trainer == "dpo":
+        from trl import DPOTrainer as Base
+    else:
+        os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
+        from trl.experimental.orpo import ORPOTrainer as Base
+
+    class PreferenceTrainer(WarmupAboveZero, Base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=getattr(self, "cpu_bf16", False)):
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+
+    PreferenceTrainer.__name__ = PreferenceTrainer.__qualname__ = f"Studio{Base.__name__}"
+    return PreferenceTrainer
+
+
+def build_preference_trainer(objective: methods.Objective, config: RunConfig, method: Method, model, tokenizer,
+                             train_set, val_set, run_dir: Path, callbacks=(), precision=None):
+    """TRL's DPOTrainer (trl) or ORPOTrainer (trl.experimental.orpo) on the LoRA model of build_model, with the
+    studio's callbacks. DPO's reference is the model the run started from: TRL keeps a frozen copy of the fresh
+    adapter ("ref", which changes nothing: LoRA starts at zero) with ref_model=None, so no second model is loaded.
+    QLoRA's 4-bit base works the same way on a GPU (TRL casts the adapter to bf16 there)."""
+    import datasets
+    import torch
+    from transformers import PrinterCallback, ProgressCallback
+
+    callbacks = list(callbacks)
+    if TUNE_CPU_THREADS and not torch.cuda.is_available():
+        callbacks.append(callback_class("CpuThreadTuner")())
+    args = preference_arguments(config, objective, method, run_dir, has_eval=val_set is not None)
+    point_tracker_at(config, run_dir)
+    quiet = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # TRL tokenises with Dataset.map: its bars would reach stderr
+    try:
+        extra = {"ref_model": None} if objective.trainer == "dpo" else {}
+        trainer = preference_trainer_class(objective.trainer)(
+            model=model, args=args, train_dataset=train_set, eval_dataset=val_set, processing_class=tokenizer,
+            callbacks=callbacks, **extra)
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
+    trainer.cpu_bf16 = precision is not None and precision.bf16
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     return trainer
@@ -676,8 +803,15 @@ def point_tracker_at(config: RunConfig, run_dir: Path) -> None:
 
 
 def training_arguments(config: RunConfig, method: Method, run_dir: Path, has_eval: bool):
-    import torch
     from transformers import TrainingArguments
+
+    return TrainingArguments(**training_argument_values(config, method, run_dir, has_eval))
+
+
+def training_argument_values(config: RunConfig, method: Method, run_dir: Path, has_eval: bool) -> dict:
+    """transformers' TrainingArguments of a run as keywords: the one mapping of RunConfig onto the Trainer, which
+    TRL's DPOConfig and ORPOConfig (subclasses of TrainingArguments) take as they are (preference_arguments)."""
+    import torch
 
     from . import models
 
@@ -685,7 +819,7 @@ def training_arguments(config: RunConfig, method: Method, run_dir: Path, has_eva
     half = method.half
     bf16 = half and cuda and models.native_bf16()
     eval_every = config.eval_every if has_eval and config.eval_every > 0 else 0
-    return TrainingArguments(
+    return dict(
         output_dir=str(run_dir / CHECKPOINTS_DIR),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
@@ -723,6 +857,24 @@ def training_arguments(config: RunConfig, method: Method, run_dir: Path, has_eva
     )
 
 
+class WarmupAboveZero:
+    """Mixed into the studio's Trainers (supervised, DPO, ORPO): transformers' warm-up ramps from 0, so the first
+    optimizer step would run at learning rate 0 and change nothing: the same schedule with the ramp moved up one
+    step (warmup_above_zero)."""
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        import torch
+
+        if self.lr_scheduler is None:
+            scheduler = super().create_scheduler(num_training_steps, optimizer)
+            warmup = self.args.get_warmup_steps(num_training_steps)
+            if warmup > 0 and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                factors = [functools.partial(warmup_above_zero, f, warmup) for f in scheduler.lr_lambdas]
+                # The optimizer's "initial_lr" is already the configured rate: the new scheduler starts from it.
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(scheduler.optimizer, factors)
+        return self.lr_scheduler
+
+
 _trainer_class = None
 
 
@@ -741,19 +893,7 @@ def studio_trainer_class():
     import torch
     from transformers import Trainer
 
-    class StudioTrainer(Trainer):
-        def create_scheduler(self, num_training_steps, optimizer=None):
-            # transformers' warm-up ramps from 0, so the first optimizer step would run at learning rate 0 and change
-            # nothing: the same schedule with the ramp moved up one step (warmup_above_zero).
-            if self.lr_scheduler is None:
-                scheduler = super().create_scheduler(num_training_steps, optimizer)
-                warmup = self.args.get_warmup_steps(num_training_steps)
-                if warmup > 0 and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                    factors = [functools.partial(warmup_above_zero, f, warmup) for f in scheduler.lr_lambdas]
-                    # The optimizer's "initial_lr" is already the configured rate: the new scheduler starts from it.
-                    self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(scheduler.optimizer, factors)
-            return self.lr_scheduler
-
+    class StudioTrainer(WarmupAboveZero, Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # bf16 on a CPU: the forward under autocast (the bf16 base meets the fp32 LoRA weights in bf16 matmuls;
             # the loss in fp32); the backward runs outside it, as torch advises, and the trained weights stay fp32.
@@ -847,8 +987,9 @@ class _EventHooks:
     """Turns Trainer hooks into events and status updates; checks the STOP file every step."""
 
     def __init__(self, run_dir: Path, events: EventWriter, config: RunConfig, method: str | Method,
-                 precision=None):
+                 precision=None, objective: str = "sft"):
         self.run_dir, self.events, self.config, self.method = run_dir, events, config, methods.get(method)
+        self.objective = objective  # methods.OBJECTIVES' name: "sft", "dpo" or "orpo"
         self.precision = precision  # studio.precision.Precision on a CPU, None on a GPU
         self.t0 = time.time()
         self.tokens_at_start = 0
@@ -864,7 +1005,7 @@ class _EventHooks:
                           resumed_from=state.global_step or None, epochs=args.num_train_epochs,
                           cpu_precision=self.precision.name if self.precision else None,
                           cpu_precision_reason=self.precision.reason if self.precision else None,
-                          **feedback.start_fields(self.config))
+                          objective=self.objective, **feedback.start_fields(self.config))
         self.training = True
         self._status(state, "running", force=True)
 
@@ -884,9 +1025,10 @@ class _EventHooks:
             self.last_tokens_per_s = speed["tokens_per_s"]
             self.events.write("log", step=state.global_step, loss=logs["loss"],
                               learning_rate=logs.get("learning_rate"), epoch=state.epoch,
-                              grad_norm=logs.get("grad_norm"), **speed)
+                              grad_norm=logs.get("grad_norm"), **speed, **preference_figures(logs))
         if "eval_loss" in logs:
-            self.events.write("eval", step=state.global_step, eval_loss=logs["eval_loss"])
+            self.events.write("eval", step=state.global_step, eval_loss=logs["eval_loss"],
+                              **preference_figures(logs, "eval_"))
 
     def on_prediction_step(self, args, state, control, **kwargs):
         # A validation pass of many batches writes no step: the status update (at most twice a second) tells the
@@ -914,6 +1056,17 @@ class _EventHooks:
         self.last_status = now
         write_status(self.run_dir, status=status, step=state.global_step, epoch=state.epoch, pid=os.getpid(),
                      **self._speed(state))
+
+
+# TRL's names of the preference figures (DPO and ORPO log both) -> the event fields (events.py reads them).
+PREFERENCE_FIGURES = {"rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy"}
+
+
+def preference_figures(logs: dict, prefix: str = "") -> dict:
+    """reward_margin (how much more likely the model finds the chosen answer than the rejected one, in TRL's
+    reward units: beta x the log-likelihood ratio) and reward_accuracy (the share of pairs where the chosen answer
+    is the more likely), where the trainer logged them; {} for supervised runs."""
+    return {field: float(logs[prefix + name]) for name, field in PREFERENCE_FIGURES.items() if prefix + name in logs}
 
 
 class _ThreadTunerHooks:
@@ -1039,7 +1192,7 @@ class _BestAdapterHooks:
         if self.best_loss is None or loss < self.best_loss:
             self.best_loss, self.best_step, self.since_best = loss, state.global_step, 0
             with replacing_folder(self.run_dir / BEST_ADAPTER_DIR) as tmp:
-                model.save_pretrained(tmp)  # a PeftModel saves the adapter alone: megabytes
+                save_adapter(model, tmp)
             return
         self.since_best += 1
         if self.patience and self.since_best >= self.patience and state.global_step < state.max_steps:
