@@ -133,6 +133,13 @@ class RunHistory:
     learning_rate: list[float] = field(default_factory=list)
     eval_steps: list[int] = field(default_factory=list)
     eval_loss: list[float] = field(default_factory=list)
+    # Preference runs (DPO, ORPO): how much more likely the model finds the chosen answer than the rejected one
+    # (TRL's reward margin) and the share of pairs where it prefers the chosen one, per logged / evaluated step.
+    reward_steps: list[int] = field(default_factory=list)
+    reward_margin: list[float] = field(default_factory=list)
+    reward_accuracy: list[float] = field(default_factory=list)
+    eval_reward_steps: list[int] = field(default_factory=list)
+    eval_reward_margin: list[float] = field(default_factory=list)
     last_log: dict = field(default_factory=dict)
     start: dict = field(default_factory=dict)
     end: dict = field(default_factory=dict)
@@ -160,8 +167,8 @@ class RunHistory:
 _NUMBER_FIELDS = {
     "start": ("total_steps", "resumed_from", "epochs"),
     "log": ("loss", "learning_rate", "epoch", "grad_norm", "elapsed_s", "eta_s", "tokens_per_s", "memory_gb",
-            "total_steps"),
-    "eval": ("eval_loss",),
+            "total_steps", "reward_margin", "reward_accuracy"),
+    "eval": ("eval_loss", "reward_margin", "reward_accuracy"),
     "checkpoint": (),
     "end": ("step", "peak_memory_gb"),
     "error": (),
@@ -196,6 +203,8 @@ def replay(events: list) -> RunHistory:
     history = RunHistory()
     train: dict[int, tuple[float, float]] = {}
     evals: dict[int, float] = {}
+    rewards: dict[int, tuple[float, float]] = {}  # step -> (margin, accuracy)
+    eval_rewards: dict[int, float] = {}
     for event in events:
         if not _is_event(event):
             history.bad_lines += 1
@@ -211,8 +220,13 @@ def replay(events: list) -> RunHistory:
         elif kind == "log" and event.get("loss") is not None:
             train[int(event["step"])] = (float(event["loss"]), float(event.get("learning_rate") or 0.0))
             history.last_log = event
+            if event.get("reward_margin") is not None:
+                rewards[int(event["step"])] = (float(event["reward_margin"]),
+                                               float(event.get("reward_accuracy") or 0.0))
         elif kind == "eval" and event.get("eval_loss") is not None:
             evals[int(event["step"])] = float(event["eval_loss"])
+            if event.get("reward_margin") is not None:
+                eval_rewards[int(event["step"])] = float(event["reward_margin"])
         elif kind == "checkpoint":
             history.checkpoints.append(event)
         elif kind == "end":
@@ -226,6 +240,13 @@ def replay(events: list) -> RunHistory:
     for step in sorted(evals):
         history.eval_steps.append(step)
         history.eval_loss.append(evals[step])
+    for step in sorted(rewards):
+        history.reward_steps.append(step)
+        history.reward_margin.append(rewards[step][0])
+        history.reward_accuracy.append(rewards[step][1])
+    for step in sorted(eval_rewards):
+        history.eval_reward_steps.append(step)
+        history.eval_reward_margin.append(eval_rewards[step])
     return history
 
 

@@ -335,3 +335,25 @@ def test_the_cpu_number_format_is_said_in_plain_words_beside_the_method(runs_dir
     make_run(runs_dir, "gpu", "running", [("start", {"total_steps": 2, "method": "qlora"}),
                                           ("log", {"step": 1, "loss": 2.0})], step=1, total_steps=2)
     assert "on this CPU" not in train_tab.draw_run(runs_dir, "gpu").status
+
+
+def test_a_preference_run_plots_its_reward_margin_beside_the_loss(tmp_path):
+    from studio.events import read_events, replay
+
+    writer = EventWriter(tmp_path)
+    writer.write("start", total_steps=4, objective="dpo")
+    writer.write("eval", step=0, eval_loss=0.69, reward_margin=0.0, reward_accuracy=0.0)
+    for step, margin in enumerate([0.0, 0.4, 1.1, 2.0], 1):
+        writer.write("log", step=step, loss=0.7 - 0.1 * step, learning_rate=1e-3, reward_margin=margin,
+                     reward_accuracy=min(1.0, margin))
+    writer.write("eval", step=4, eval_loss=0.3, reward_margin=1.5, reward_accuracy=1.0)
+    writer.close()
+    history = replay(read_events(tmp_path))
+    frame = train_tab.reward_frame(history)
+    margins = frame[frame.series == "margin (train)"].dropna()
+    assert list(margins.step) == [1, 2, 3, 4] and list(margins.value) == [0.0, 0.4, 1.1, 2.0]
+    assert list(frame[frame.series == "margin (validation)"].dropna().value) == [0.0, 1.5]
+    assert list(frame[frame.series.str.startswith("chosen preferred")].dropna().value) == [0.0, 0.4, 1.0, 1.0]
+    assert train_tab.reward_curve(history, 4)["visible"] is True
+    supervised = replay([{"type": "log", "step": 1, "loss": 1.0}])
+    assert train_tab.reward_curve(supervised, 4)["visible"] is False  # supervised runs: no preference plot

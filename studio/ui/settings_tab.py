@@ -26,12 +26,14 @@ from .tune_panel import build_tune_panel
 
 # Fields shown on this tab, in the order a person thinks about them.
 # What most people change, in view; the rest behind "Advanced", where the presets' values are a good start.
-MAIN_FIELDS = ["epochs", "max_steps", "learning_rate", "batch_size", "max_seq_length", "method", "run_name"]
+MAIN_FIELDS = ["epochs", "max_steps", "learning_rate", "batch_size", "max_seq_length", "method", "objective",
+               "run_name"]
 OPTIMISER_FIELDS = ["lr_scheduler", "warmup_ratio", "gradient_accumulation", "packing", "weight_decay", "seed"]
-LORA_FIELDS = ["lora_rank", "lora_alpha", "lora_dropout", "target_modules", "gradient_checkpointing"]
+LORA_FIELDS = ["lora_rank", "lora_alpha", "lora_dropout", "target_modules", "gradient_checkpointing",
+               "preference_beta"]  # the last: DPO and ORPO only (the training goal in MAIN_FIELDS)
 MONITOR_FIELDS = ["eval_every", "save_every", "keep_checkpoints", "logging_every"]
 ESTIMATE_FIELDS = ["epochs", "max_steps", "batch_size", "max_seq_length", "method", "gradient_accumulation", "packing",
-                   "eval_every"]  # the fields the time or memory estimate depends on
+                   "eval_every", "objective"]  # the fields the time or memory estimate depends on
 PRESET_FIELDS = sorted({k for values in PRESETS.values() for k in values})  # what a preset sets, in this order
 
 

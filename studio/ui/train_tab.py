@@ -64,6 +64,32 @@ def loss_frame(history) -> pd.DataFrame:
     return typed(pd.DataFrame(rows, columns=["step", "loss", "series"]), LOSS_DTYPES)
 
 
+REWARD_DTYPES = {"step": "int64", "value": "float64", "series": "object"}
+REWARD_SERIES = ("margin (train)", "margin (validation)", "chosen preferred (share of pairs)")
+
+
+def reward_frame(history) -> pd.DataFrame:
+    """A preference run's curves (DPO, ORPO): how much more likely the model finds the chosen answer than the
+    rejected one (the reward margin; 0 = no preference yet), and the share of pairs where the chosen is the more
+    likely (0 to 1). Placeholder rows name every series, as in loss_frame."""
+    rows = [{"step": 0, "value": float("nan"), "series": name} for name in REWARD_SERIES]
+    rows += [{"step": s, "value": v, "series": REWARD_SERIES[0]}
+             for s, v in zip(history.reward_steps, history.reward_margin)]
+    rows += [{"step": s, "value": v, "series": REWARD_SERIES[1]}
+             for s, v in zip(history.eval_reward_steps, history.eval_reward_margin)]
+    rows += [{"step": s, "value": v, "series": REWARD_SERIES[2]}
+             for s, v in zip(history.reward_steps, history.reward_accuracy)]
+    return typed(pd.DataFrame(rows, columns=["step", "value", "series"]), REWARD_DTYPES)
+
+
+def reward_curve(history, total_steps: int | None = None) -> dict:
+    """The preference plot's update: shown only for runs that log a reward margin."""
+    if history is None or not (history.reward_steps or history.eval_reward_steps):
+        return gr.update(value=reward_frame(replay([])), visible=False)
+    span = [0, max(int(total_steps or 0), history.reward_steps[-1] if history.reward_steps else 0, 1)]
+    return gr.update(value=reward_frame(history), x_lim=span, visible=True)
+
+
 def lr_frame(history) -> pd.DataFrame:
     return typed(pd.DataFrame({"step": history.train_steps, "learning rate": history.learning_rate}), LR_DTYPES)
 
@@ -279,6 +305,7 @@ class RunView:
     estimate: Any = keep()  # the estimate beside Start: the speed measured so far, once the run has steps
     table: Any = keep()  # the run history
     seen: Any = keep()  # what this page last drew (see poll)
+    reward_plot: Any = keep()  # preference runs only: the reward margin and accuracy (reward_curve)
 
 
 @dataclass
@@ -327,13 +354,14 @@ def draw_run(runs_dir, run_id: str | None) -> RunView:
     idle = gr.update(interactive=False)
     if not run_id:
         return RunView("No run yet. Pick a model, data and settings, then press **Start training**.",
-                       *curves(None), gr.update(value="", visible=False), idle, idle)
+                       *curves(None), gr.update(value="", visible=False), idle, idle, reward_plot=reward_curve(None))
     try:
         run_dir = jobs.run_path(runs_dir, run_id)
         status = jobs.run_state(run_dir)
         history = replay(read_events(run_dir))
     except Exception as err:  # noqa: BLE001
-        return RunView(error_markdown(err), *curves(None), gr.update(visible=False), idle, idle)
+        return RunView(error_markdown(err), *curves(None), gr.update(visible=False), idle, idle,
+                       reward_plot=reward_curve(None))
     state = status.get("status")
     # The worker log helps with a crash; a failure already told in one sentence (a bad model id, bad data) is
     # not a crash, and its traceback would only bury the sentence.
@@ -345,7 +373,8 @@ def draw_run(runs_dir, run_id: str | None) -> RunView:
                    *curves(history, total), gr.update(value=log, visible=failed),
                    stop=gr.update(interactive=state in LIVE),
                    resume=gr.update(interactive=state in RESUMABLE and bool(history.checkpoints)),
-                   estimate=measured_line(run_dir.name, pace) if pace and state in LIVE else gr.skip())
+                   estimate=measured_line(run_dir.name, pace) if pace and state in LIVE else gr.skip(),
+                   reward_plot=reward_curve(history, total))
 
 
 def start_training(ctx: UIContext, names: list[str], *values) -> StartView:
@@ -467,6 +496,12 @@ def build_train_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
                                            "validation": "#f97316"})
         lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", height=320, elem_id="lr-plot",
                               visible=False)  # until a run is shown: see curves
+    reward_plot = gr.LinePlot(x="step", y="value", color="series", height=300, elem_id="reward-plot", visible=False,
+                              title="Preference: how much more likely the model finds the chosen answer than the "
+                                    "rejected one (margin; 0 = no preference yet), and the share of pairs where it "
+                                    "prefers the chosen one (0 to 1)",
+                              color_map={REWARD_SERIES[0]: "#4f46e5", REWARD_SERIES[1]: "#f97316",
+                                         REWARD_SERIES[2]: "#16a34a"})  # DPO and ORPO runs only: see reward_curve
     log_box = gr.Code(label="Last lines of the worker log", visible=False, elem_id="log-tail")
 
     with gr.Accordion("Run history and comparison", open=False):
@@ -487,7 +522,8 @@ def build_train_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
             delete_confirm = gr.Checkbox(label="Yes, delete the run shown above and its files", value=False)
             delete_btn = gr.Button("Delete run", variant="stop")
 
-    view = RunView(status, loss_plot, lr_plot, log_box, stop_btn, resume_btn, estimate, table, gr.State(None))
+    view = RunView(status, loss_plot, lr_plot, log_box, stop_btn, resume_btn, estimate, table, gr.State(None),
+                   reward_plot)
     start_btn.click(bind(start_training, ctx, names), form, slots(StartView(notice, run_select)),
                     api_visibility="private")
     for component in form:
