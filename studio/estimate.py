@@ -99,17 +99,21 @@ def _dataset_tokens(config_json: str, mtime: float) -> tuple[int, int]:
 
     config = RunConfig.from_dict(json.loads(config_json))
     tokenizer = models.load_tokenizer(config.model, config.trust_remote_code)
-    train, _ = data.load_for_config(config)
+    preferences = data.objective_of(config).needs_preferences
+    train, _ = data.load_examples(config)
     total = 0
     for example in train:
-        total += len(data.encode_example(example, tokenizer, config.max_seq_length,
-                                         config.train_on_answers_only)["input_ids"])
+        sides = [example]
+        if preferences:  # DPO and ORPO put the prompt with each answer through the model: chosen and rejected
+            sides.append(data.Chat([*example.prompt_messages, {"role": "assistant", "content": example.rejected}]))
+        total += sum(len(data.encode_example(side, tokenizer, config.max_seq_length,
+                                             config.train_on_answers_only)["input_ids"]) for side in sides)
     return len(train), total
 
 
 def estimate_run(config: RunConfig) -> Estimate:
     """Memory and time for config on this machine. Raises the data/model errors a run would raise."""
-    from . import models
+    from . import data, models
 
     hardware = models.detect_hardware()
     method = models.training_method(config)
@@ -137,15 +141,20 @@ def estimate_run(config: RunConfig) -> Estimate:
         if precision is not None and precision.bf16:
             speed *= CPU_BF16_STEP_GAIN
             basis += ", in bf16"
+    # Preference pairs: the tokens above hold both answers (each trained: forward and backward); DPO also runs both
+    # through its reference (the starting model) forward only, about a third of a trained token's cost.
+    objective = data.objective_of(config)
+    trained = objective.forwards - objective.reference_forwards
+    cost = 1 + objective.reference_forwards / trained / 3 if objective.needs_preferences else 1.0
     overhead = LOAD_OVERHEAD_S["gpu" if hardware["cuda"] else "cpu"]
-    seconds = overhead + tokens / max(speed, 1e-9)
+    seconds = overhead + cost * tokens / max(speed, 1e-9)
     if config.validation_fraction > 0 or config.validation_path:
         # Each validation pass is forward only (about a third of a training step's cost per token); there is
         # one before training, one every eval_every steps, and one at the end unless that was an eval step.
         val_tokens = tokens_per_epoch / max(rows, 1) * max(1.0, rows * config.validation_fraction)
         every = config.eval_every or steps
         passes = 1 + steps // every + (1 if steps % every else 0)
-        seconds += passes * val_tokens / (3 * max(speed, 1e-9))
+        seconds += passes * cost * val_tokens / (3 * max(speed, 1e-9))
 
     # Packed: one row of batch_size examples laid end to end; padded: batch_size rows of the longest. An architecture
     # without packed attention trains padded whatever the setting says (packing.for_model), and is estimated so.
@@ -154,6 +163,8 @@ def estimate_run(config: RunConfig) -> Estimate:
     packed = packing.for_model(config, models.load_config(config.model, config.trust_remote_code)).packing
     mean_len = max(1, tokens_per_epoch // max(rows, 1))
     seq, batch = (mean_len * config.batch_size, 1) if packed else (config.max_seq_length, config.batch_size)
+    if objective.needs_preferences:  # TRL pads a batch of chosen and rejected answers: twice the rows, no packing
+        seq, batch = config.max_seq_length, 2 * config.batch_size
     memory = models.estimate_memory_gb(params / 1e9, method, seq, batch, hidden=hidden, layers=layers)
     available = hardware.get("gpu_memory_gb") or hardware["ram_gb"]
     return Estimate(memory_gb=memory, available_gb=available, fit=models.fit_badge(memory, available), steps=steps,

@@ -600,7 +600,8 @@ TOKENIZED_CACHE_ENTRIES = 20  # datasets x settings kept; the oldest go first
 # both keyed on exactly these; any other setting (learning rate, LoRA rank, ...) reuses the tokens.
 TOKENIZED_DATA_FIELDS = ("model", "trust_remote_code", "data_path", "validation_path", "validation_fraction", "seed",
                          "prompt_column", "response_column", "system_column", "system_prompt", "text_column",
-                         "max_seq_length", "train_on_answers_only", "corrections_path")
+                         "max_seq_length", "train_on_answers_only", "corrections_path",
+                         "objective")  # a preference goal keeps only the pairs, and the estimate counts both answers
 
 
 def _file_hash(path: str | Path) -> str:

@@ -137,3 +137,21 @@ def test_a_dpo_run_from_the_command_line_keeps_stderr_clean(tmp_path):
     assert out.stderr == ""
     run_dir = out.stdout.strip()
     assert len(out.stdout.strip().splitlines()) == 1 and figures(run_dir, "log", "reward_margin")
+
+
+def test_the_estimate_counts_both_answers_and_dpos_reference_pass(tmp_path, monkeypatch):
+    from studio import estimate
+
+    monkeypatch.setattr(estimate, "measured_speed", lambda *a: None)
+    monkeypatch.setattr(estimate, "cpu_precision", lambda *a, **k: None)  # the same speed for every goal
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    runs = {goal: estimate.estimate_run(RunConfig(model="tiny-test", data_path=str(pairs), objective=goal, epochs=1,
+                                                  batch_size=4, validation_fraction=0.2, max_seq_length=128))
+            for goal in ("sft", "orpo", "dpo")}
+    assert runs["sft"].steps == runs["dpo"].steps == runs["orpo"].steps  # one step per batch of pairs
+    # Both answers are trained: more tokens than the chosen answers alone (the rejected "No." is short).
+    assert runs["orpo"].tokens == runs["dpo"].tokens > runs["sft"].tokens
+    overhead = estimate.LOAD_OVERHEAD_S["cpu"]
+    orpo, dpo = runs["orpo"].seconds - overhead, runs["dpo"].seconds - overhead
+    assert dpo == pytest.approx(orpo * 4 / 3)  # the reference pass: both answers forward only, a third of the cost
+    assert runs["dpo"].memory_gb > runs["sft"].memory_gb  # chosen and rejected in one padded batch
