@@ -239,3 +239,20 @@ def test_the_runs_own_system_prompt_is_set_here_and_shown_in_the_preview(ctx, gr
     assert clinic in uploaded.preview
     assert clinic in data_tab.on_mapping(ctx, path, "question", "answer", "", "", "tiny-test", True, 128, 0.0, "",
                                          clinic).preview
+
+
+def test_a_preference_file_previews_both_answers_and_flags_identical_pairs(tmp_path):
+    from studio import data
+    from studio.config import TINY_TEST_MODEL
+
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "Capital of France?", "chosen": "Paris is the capital.", "rejected": "Lyon, <I think>."},
+            {"prompt": "2+2?", "chosen": "4", "rejected": "4"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = data.load_data(path)
+    preview, _, _ = data_tab.model_view(report, TINY_TEST_MODEL, True, 128)
+    assert "Paris is the capital." in preview and "Rejected answer" in preview
+    assert "Lyon, &lt;I think&gt;." in preview  # escaped like the rest
+    assert list(report.preview.columns) == ["prompt", "chosen", "rejected"]  # the table as read: both columns
+    problems = data_tab.problems_frame(report)
+    assert "same" in " ".join(problems.astype(str).values.ravel())

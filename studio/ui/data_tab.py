@@ -75,9 +75,12 @@ def analyse(path: str, mapping: data.ColumnMapping | None) -> data.DataReport:
 
 
 # --- pure renderers (tested without a browser) -----------------------------------------------
-def segments_html(rows: list[tuple[int, list[tuple[str, bool]]]], unit: str = "row") -> str:
+def segments_html(rows: list[tuple[int, list[tuple[str, bool]]]], unit: str = "row",
+                  rejected: dict[int, str] | None = None) -> str:
     """Rows rendered with the chat template: trained-on text on green, masked context in grey. Escaped. Each is
-    numbered as the user's file shows it (`unit`: "row" of a spreadsheet, "line" or "item"), like the problems."""
+    numbered as the user's file shows it (`unit`: "row" of a spreadsheet, "line" or "item"), like the problems.
+    `rejected`: a preference pair's rejected answer by row, shown under its chosen one (the green answer)."""
+    rejected = rejected or {}
     legend = (f'<div style="margin-bottom:6px;font-size:0.9em"><span style="background:{TRAINED_BG};padding:1px 4px">'
               f'green</span> = the model learns to write this (loss computed) &nbsp; '
               f'<span style="color:{MASKED_FG}">grey</span> = context it reads but is not trained on</div>')
@@ -89,9 +92,15 @@ def segments_html(rows: list[tuple[int, list[tuple[str, bool]]]], unit: str = "r
         for text, trained in segments:
             style = f"background:{TRAINED_BG}" if trained else f"color:{MASKED_FG}"
             spans.append(f'<span style="{style}">{html.escape(text)}</span>')
+        worse = ""
+        if row in rejected:
+            worse = (f'<div style="font-size:0.85em;margin:2px 0"><b>Rejected answer</b> (the model learns to prefer '
+                     f'the green one over it): <span style="background:#fee2e2;padding:1px 4px">'
+                     f'{html.escape(rejected[row])}</span></div>')
         blocks.append(f'<div style="margin:8px 0"><div style="font-weight:600">{unit.capitalize()} {row}</div>'
                       f'<pre style="white-space:pre-wrap;word-break:break-word;margin:2px 0;padding:8px;'
-                      f'border:1px solid #e5e7eb;border-radius:6px;font-size:0.85em">{"".join(spans)}</pre></div>')
+                      f'border:1px solid #e5e7eb;border-radius:6px;font-size:0.85em">{"".join(spans)}</pre>'
+                      f'{worse}</div>')
     return legend + "".join(blocks)
 
 
@@ -230,15 +239,17 @@ def model_view(report: data.DataReport, model: str, answers_only: bool, max_len:
     client), a model folder must lie inside them. `system_prompt`: the run's own (RunConfig.system_prompt), added
     to rows without one as training will add it, so the preview and the token lengths are what trains."""
     first = [(row, e.with_system(system_prompt)) for row, e in _first_usable(report)]
+    rejected = {row: e.rejected for row, e in first if isinstance(e, data.Preference)}
     try:
         tokenizer = model_tokenizer(model, roots)
     except Exception as err:  # noqa: BLE001 - shown as one sentence, the preview still works
         rows = [(row, data.render_segments(e, _PlainTokenizer(), answers_only)) for row, e in first]
-        return (segments_html(rows, report.row_unit), f"**Token lengths unavailable:** {user_message(err)}", "")
+        return (segments_html(rows, report.row_unit, rejected), f"**Token lengths unavailable:** {user_message(err)}",
+                "")
     rows = [(row, data.render_segments(e, tokenizer, answers_only)) for row, e in first]
     examples = [e.with_system(system_prompt) if e is not None else None for e in report.examples]
     stats = data.token_stats(examples, tokenizer, int(max_len))
-    return (segments_html(rows, report.row_unit), data.describe_stats(stats),
+    return (segments_html(rows, report.row_unit, rejected), data.describe_stats(stats),
             histogram_svg(stats["lengths"], int(max_len)))
 
 
