@@ -68,6 +68,10 @@ def test_dpo_raises_the_reward_margin(tmp_path):
     assert start["objective"] == "dpo"
     adapter = run_dir / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "ref").exists()  # DPO's reference
+    from studio import export
+
+    merged = export.merge_adapter(run_dir, tmp_path / "merged")  # exported like any run's adapter
+    assert any(merged.glob("*.safetensors"))
 
 
 def test_orpo_trains_and_saves_the_adapter(tmp_path):
