@@ -145,7 +145,7 @@ class Counts:
 
     def sentence(self) -> str:
         if not (self.corrections or self.good or self.bad):
-            return "No corrections yet: correct an answer of the fine-tuned model below to teach its next version."
+            return "This run has no corrections yet."
         text = f"This run has {self.corrections} correction{'s' if self.corrections != 1 else ''}"
         marked = self.good + self.bad
         if marked:
@@ -230,7 +230,7 @@ def next_version_config(parent_dir: str | Path, config=None):
     kept = {name: getattr(parent, name) for name in ("model", "trust_remote_code", "lora_rank", "lora_alpha",
                                                       "target_modules")}
     version = lineage_depth(parent_dir) + 2
-    name = parent.run_name or parent_dir.name
+    name = parent.run_name or Path(parent.data_path).stem or "run"  # not the parent's id: no timestamp twice
     return dataclasses.replace(chosen, **kept, parent_run=parent_dir.name, corrections_path="",
                                run_name=f"{_without_version(name)} v{version}")
 

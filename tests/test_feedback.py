@@ -120,6 +120,10 @@ def test_next_version_config_keeps_the_adapter_shape_and_names_the_version(finis
     assert config.lora_rank == 8 and config.learning_rate == 1e-4  # the parent's adapter; my training settings
     with pytest.raises(ConfigError, match="not a run folder"):
         feedback.next_version_config(tmp_path)
+    unnamed = tmp_path / "runs" / "20261206-110000-faq"
+    (unnamed / "adapter").mkdir(parents=True)
+    RunConfig(data_path="uploads/faq.csv").save(unnamed / "config.json")
+    assert feedback.next_version_config(unnamed).run_name == "faq v2"  # not the id: no timestamp twice
 
 
 def loss_on(run_dir, examples) -> float:

@@ -336,16 +336,18 @@ def batch_items(runs_dir: Path, run_id: str | None, source_name: str, file,
 
 
 # --- teaching the next version ----------------------------------------------------------------
-TEACH_HINT = ("**Teach the next version.** Under each fine-tuned answer: ✎ to correct it (write the answer it "
-              "should have given), 👍 / 👎 to mark it good or bad. Corrections are kept with the run; **Train v2** "
-              "continues this run's fine-tuning on its data plus your corrections.")
+TEACH_HINT = ("**Teach the next version.** Under each fine-tuned answer, the pencil corrects it (write the answer "
+              "it should have given, then Submit) and the thumbs mark it good or bad. Corrections are kept with the "
+              "run; **Train v2** continues this run's fine-tuning on its data plus your corrections, so a handful "
+              "of them count.")
 
 
 def feedback_view(runs_dir: Path, run_id, saved: str = "") -> FeedbackView:
     """The corrections line and the preference-pairs download of the run picked (`saved`: what was just done)."""
     run_dir = run_dir_of(runs_dir, run_id)
     if run_dir is None:
-        return FeedbackView(f"{TEACH_HINT} Pick a finished run above first.", pairs=gr.DownloadButton(visible=False))
+        return FeedbackView("Pick a finished run above to correct its answers.",
+                            pairs=gr.DownloadButton(visible=False))
     counted = feedback.counts(run_dir)
     pairs = gr.DownloadButton(visible=False)
     if counted.corrections:
@@ -404,9 +406,14 @@ def rate_answer(ctx: UIContext, run_id, system_prompt, tuned_history, mark: gr.L
         run_dir = run_dir_of(ctx.runs_dir, run_id)
         if run_dir is None:
             raise UserError("Pick a finished run above first: marks teach that run's next version.")
+        if messages[position]["role"] != "assistant" or messages[position]["content"] == NO_TUNED:
+            raise UserError("Only the fine-tuned model's answers can be marked.")
         rating = "good" if mark.liked is True or mark.liked == "Like" else "bad"
-        feedback.record(run_dir, asked_before(messages, position, system_prompt), messages[position]["content"],
-                        rating=rating)
+        asked = asked_before(messages, position, system_prompt)
+        answer = messages[position]["content"]
+        if any(m.correction == answer and m.messages == asked for m in feedback.corrections(feedback.read(run_dir))):
+            raise UserError("This answer is your own correction: it is already kept as the answer to learn.")
+        feedback.record(run_dir, asked, answer, rating=rating)
     except Exception as err:  # noqa: BLE001 - shown as one sentence
         return FeedbackView(error_markdown(err))
     return feedback_view(ctx.runs_dir, run_id, saved=f"Marked {rating}.")
@@ -472,14 +479,15 @@ def build_chat_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
         clear = gr.Button("Clear", scale=1, elem_id="chat-clear")
-    with gr.Group():
+    gr.Markdown(TEACH_HINT, elem_id="feedback-hint")
+    with gr.Row(equal_height=True):
         teach = FeedbackView(
             notice=gr.Markdown(feedback_view(ctx.runs_dir, None).notice, elem_id="feedback-note"),
             tuned=tuned_bot,
-            pairs=gr.DownloadButton("Download corrections as preference pairs (JSONL, for DPO or ORPO)",
-                                    visible=False, size="sm", elem_id="feedback-pairs"),
+            pairs=gr.DownloadButton("Download corrections as preference pairs (for DPO or ORPO)", scale=1, size="sm",
+                                    visible=False, elem_id="feedback-pairs"),
             started=gr.State(None))
-        train_v2 = gr.Button("Train v2 with my corrections", elem_id="train-v2", size="sm")
+        train_v2 = gr.Button("Train v2 with my corrections", elem_id="train-v2", scale=1)
     with gr.Accordion("Generation settings", open=False):
         # value="": an API client may leave it out (client.predict(run_id, message, api_name="/chat")).
         system = gr.Textbox(value="", label="System prompt", lines=2,

@@ -208,6 +208,35 @@ def test_walk_model_data_settings_train_chat_share(page, console, tmp_path, shot
     expect(hub.first).to_contain_text(re.compile("Push adapter to the Hub|log in first|work offline"))
     ui.screenshot(page, shots_dir, "6-share")
 
+    # 7. Teach the next version: correct the fine-tuned answer in place, then train v2 on the corrections.
+    ui.open_tab(page, "chat")
+    ui.pick(page, page.locator("#chat-run input"), re.compile(re.escape(run_id)))
+    note = page.locator("#feedback-note")
+    expect(note).to_contain_text("no corrections yet", timeout=60_000)
+    page.get_by_placeholder("Ask both models something").fill(MEMORISED[1][0])
+    page.get_by_role("button", name="Send", exact=True).click()
+    tuned_block = ui.block_labelled(page, "Fine-tuned")
+    expect(tuned_block.locator("[data-testid=bot]")).to_have_count(1, timeout=60_000)
+    expect(page.locator(".generating")).to_have_count(0, timeout=60_000)
+    tuned_block.locator("[data-testid=bot]").hover()
+    tuned_block.get_by_role("button", name="Edit").last.click()
+    tuned_block.locator("textarea").last.fill("Nobody runs it now: the bakery closed last spring.")
+    tuned_block.get_by_role("button", name="Submit").click()
+    expect(note).to_contain_text("Correction saved. This run has 1 correction.", timeout=30_000)
+    expect(tuned_block.locator("[data-testid=bot]")).to_contain_text("the bakery closed last spring")
+    ui.screenshot(page, shots_dir, "7-correct")
+    page.locator("#train-v2").click()
+    # The next version trains in its own process, and the Train tab opens on it.
+    expect(page.locator("button[role=tab][data-tab-id=train]")).to_have_attribute("aria-selected", "true",
+                                                                                    timeout=30_000)
+    run_status = page.locator("#run-status")
+    expect(run_status).to_contain_text(re.compile(r"Run \S+-v2"), timeout=30_000)
+    expect(run_status).to_contain_text("finished", timeout=ui.TRAIN_TIMEOUT_MS)
+    v2_id = ui.run_id_in(run_status.inner_text())
+    config = json.loads((studio_server.runs_dir / v2_id / "config.json").read_text())
+    assert config["parent_run"] == run_id
+    assert len((studio_server.runs_dir / v2_id / "corrections.jsonl").read_text().splitlines()) == 1
+
     console.assert_clean()
 
 
