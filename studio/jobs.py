@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import feedback
 from .config import RunConfig
 from .errors import UserError
 from .events import (
@@ -215,8 +216,6 @@ def create_next_version_dir(config: RunConfig, parent_dir: Path, run_id: str | N
     copy of the parent's corrections that its config points at."""
     import dataclasses
 
-    from . import feedback
-
     run_dir = create_run_dir(config, Path(parent_dir).parent, run_id)
     corrections, _ = feedback.snapshot(parent_dir, run_dir)
     dataclasses.replace(config, corrections_path=str(corrections.resolve())).save(run_dir / CONFIG_FILE)
@@ -226,7 +225,6 @@ def create_next_version_dir(config: RunConfig, parent_dir: Path, run_id: str | N
 def start_next_version(runs_dir: Path, parent_id: str, config: RunConfig | None = None) -> Path:
     """Start "Train v2 with my corrections" for the run parent_id: like start_run, from the parent's adapter, on
     its data plus the corrections made in Chat. `config`: settings that replace the parent's (None = its own)."""
-    from . import feedback
     from .train import check_data_files
 
     parent_dir = run_path(runs_dir, parent_id)
@@ -466,6 +464,16 @@ class RunSummary:
     duration_s: float
     started: float
     message: str = ""
+    lineage: tuple[str, ...] = ()  # the run ids from the first version to this one (feedback.lineage)
+    corrections: int = 0  # corrections from Chat it trained on (a next version's)
+    objective: str = ""  # "dpo" / "orpo" for preference training, "sft" or "" (older runs) for supervised
+
+    @property
+    def version(self) -> str:
+        """"v1" for a run from the base model alone, "v2, from <parent id>" for a next version."""
+        if len(self.lineage) <= 1:
+            return "v1"
+        return f"v{len(self.lineage)}, from {self.lineage[-2]}"
 
 
 def _run_dirs(runs_dir: Path) -> list[Path]:
@@ -490,7 +498,9 @@ def summarize(run_dir: Path) -> RunSummary:
         total_steps=int(total), best_eval_loss=history.best_eval_loss,
         last_train_loss=history.train_loss[-1] if history.train_loss else None,
         duration_s=(history.last_time - history.first_time) if history.first_time is not None else 0.0,
-        started=history.first_time or 0.0, message=str(status.get("message", "")))
+        started=history.first_time or 0.0, message=str(status.get("message", "")),
+        lineage=tuple(feedback.lineage(run_dir)), corrections=_int(start.get("corrections")) or 0,
+        objective=str(start.get("objective") or config.get("objective") or ""))
 
 
 def _read_json(path: Path) -> dict:

@@ -10,7 +10,7 @@ import pytest
 
 from studio.config import RunConfig
 from studio.data import SAMPLES_DIR
-from studio.events import CONFIG_FILE, EventWriter, write_status
+from studio.events import CONFIG_FILE, EventWriter, read_events, read_status, replay, write_status
 from studio.ui import sessions, train_tab
 from studio.ui.app import settings_of_live_run
 from studio.ui.common import UIContext, slots
@@ -357,3 +357,28 @@ def test_a_preference_run_plots_its_reward_margin_beside_the_loss(tmp_path):
     assert train_tab.reward_curve(history, 4)["visible"] is True
     supervised = replay([{"type": "log", "step": 1, "loss": 1.0}])
     assert train_tab.reward_curve(supervised, 4)["visible"] is False  # supervised runs: no preference plot
+
+
+def test_run_history_shows_each_versions_lineage_its_corrections_and_preference_goal(runs_dir):
+    import json
+
+    events = [("start", {"total_steps": 2, "method": "lora32"}), ("end", {"status": "finished", "step": 2})]
+    make_run(runs_dir, "v1", "finished", events, step=2, total_steps=2)
+    v2_events = [("start", {"total_steps": 2, "method": "lora32", "parent_run": "v1", "corrections": 3,
+                            "objective": "dpo"}), ("end", {"status": "finished", "step": 2})]
+    for run_id, parent in (("v2", "v1"), ("v3", "v2")):
+        run_dir = make_run(runs_dir, run_id, "finished", v2_events, step=2, total_steps=2)
+        config = json.loads((run_dir / "config.json").read_text())
+        (run_dir / "config.json").write_text(json.dumps({**config, "parent_run": parent}))
+    table = train_tab.history_table(runs_dir).set_index("Run")
+    assert table.loc["v1", "Version"] == "v1" and table.loc["v2", "Version"] == "v2, from v1"
+    assert table.loc["v3", "Version"] == "v3, from v2"
+    assert table.loc["v2", "Data"].endswith(" + 3 corrections") and "correction" not in table.loc["v1", "Data"]
+    assert table.loc["v2", "Method"] == "LoRA fp32, DPO" and table.loc["v1", "Method"] == "LoRA fp32"
+
+
+def test_a_next_versions_status_says_what_it_continues_and_how_many_corrections(runs_dir):
+    events = [("start", {"total_steps": 2, "method": "lora32", "parent_run": "v1", "corrections": 1})]
+    run_dir = make_run(runs_dir, "v2", "running", events, step=1, total_steps=2)
+    text = train_tab.status_markdown(run_dir, read_status(run_dir), replay(read_events(run_dir)))
+    assert "Next version of run v1: continues its fine-tuning on its data plus 1 correction made in Chat." in text

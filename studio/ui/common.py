@@ -172,7 +172,7 @@ def config_component(name: str, value=None, **overrides):
     common.update(overrides)
     kind = spec.type if isinstance(spec.type, str) else spec.type.__name__
     if meta.get("choices"):
-        labels = methods.LABELS if name == "method" else {}
+        labels = {"method": methods.LABELS, "objective": methods.OBJECTIVE_LABELS}.get(name, {})
         return gr.Dropdown(choices=[(labels.get(c, c), c) for c in meta["choices"]], **common)
     if kind == "bool":
         return gr.Checkbox(**common)

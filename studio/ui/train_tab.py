@@ -121,6 +121,10 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
     left = (pace.left_s if pace else None) if state in LIVE else 0
     stall_words, stall_help = stall_notice(state, stalled_s)
     lines = [f"**Run {run_dir.name}** - {badge}{stall_words}"]
+    if history.start.get("parent_run"):
+        n = int(history.start.get("corrections") or 0)
+        lines.append(f"Next version of run {history.start['parent_run']}: continues its fine-tuning on its data plus "
+                     f"{n} correction{'s' if n != 1 else ''} made in Chat.")
     if step > 0 or state in ("finished", "stopped"):  # no row of zeros before the first step
         lines += [f"<div class='progress'><div style='width:{pct:.1f}%'></div></div>",
                   f"Step **{step} / {total}** ({pct:.0f}%)"
@@ -208,7 +212,7 @@ def report_lines(run_dir) -> list[str]:
 # The report card's figures right after the status: the table is wider than the page, and what a person compares runs
 # on must be in view without scrolling sideways.
 HISTORY_COLUMNS = ["Run", "Status", "Task score", "vs base %", "General knowledge", "Parroting", "Try next",
-                   "Best val loss", "Steps", "Model", "Data", "Method", "Duration", "Started"]
+                   "Best val loss", "Version", "Steps", "Model", "Data", "Method", "Duration", "Started"]
 HISTORY_NUMBERS = ("Best val loss", "Task score", "vs base %")  # sorted as numbers in the page; blank when missing
 
 
@@ -230,12 +234,21 @@ def report_columns(run_dir) -> dict:
             "Try next": "ready to share" if head.get("ready") else NEXT_STEP_WORDS.get(head.get("next"), "")}
 
 
+def method_words(summary: jobs.RunSummary) -> str:
+    """The method's short name (its long label, a sentence, made the column the widest of the table), and the
+    training goal when it is preference training."""
+    method = methods.METHODS[summary.method].short if summary.method in methods.METHODS else summary.method
+    goal = methods.OBJECTIVES.get(summary.objective)
+    return f"{method}, {goal.short}" if goal is not None and goal.needs_preferences else method
+
+
 def history_table(runs_dir) -> pd.DataFrame:
     """One row per run on disk, newest first; no rows without a runs folder (the page as built, before a login).
     Task score is the tuned model's closeness to your held-out answers (chrF, 0 to 100) from its report card."""
-    rows = [{"Run": s.run_id, "Status": s.status, "Model": s.model, "Data": s.data,
-             # The method's short name: its long label (a sentence) made the column the widest of the table.
-             "Method": methods.METHODS[s.method].short if s.method in methods.METHODS else s.method,
+    rows = [{"Run": s.run_id, "Status": s.status, "Model": s.model, "Version": s.version,
+             "Data": s.data + (f" + {s.corrections} correction{'s' if s.corrections != 1 else ''}"
+                               if s.corrections else ""),
+             "Method": method_words(s),
              "Steps": f"{s.step}/{s.total_steps}",
              "Best val loss": None if s.best_eval_loss is None else round(s.best_eval_loss, 4),
              **report_columns(s.path), "Duration": fmt_time(s.duration_s),
