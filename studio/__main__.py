@@ -17,6 +17,7 @@ COMMANDS = {
     "eval": ("studio.evaluate", "write a run's report card: task, general knowledge kept, parroting, verdict"),
     "export": ("studio.export", "zip a run's adapter or save merged full weights"),
     "tune": ("studio.tune", "search for good settings within a time budget (real trials, the weak ones stopped early)"),
+    "queue": ("studio.run_queue", "runs waiting for the machine: add, list, remove, move, start (one after another)"),
     "serve": ("studio.serve", "serve a run's model behind an OpenAI-compatible API (/v1/chat/completions)"),
 }
 

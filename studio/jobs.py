@@ -355,9 +355,15 @@ def start_run(config: RunConfig, runs_dir: Path, run_id: str | None = None) -> P
     check_data_files(config)
     with runs_lock(runs_dir) as lock:
         _ensure_no_live_run(runs_dir)
-        run_dir = create_run_dir(config, runs_dir, run_id)
-        lock.note(run_dir.name)
-        _spawn(run_dir, ["--resume", str(run_dir)], config_path=run_dir / CONFIG_FILE, lock=lock)
+        return begin_run(config, runs_dir, lock, run_id)
+
+
+def begin_run(config: RunConfig, runs_dir: Path, lock: RunsLock, run_id: str | None = None) -> Path:
+    """Make the run's folder and start its worker, handing it `lock` (held by the caller: start_run, or a queue
+    entry started by the run that ends before it)."""
+    run_dir = create_run_dir(config, runs_dir, run_id)
+    lock.note(run_dir.name)
+    _spawn(run_dir, ["--resume", str(run_dir)], config_path=run_dir / CONFIG_FILE, lock=lock)
     return run_dir
 
 

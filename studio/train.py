@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         # "* Run finished ...") goes to the run's log.
         with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file):
             status, message = run_and_describe(config, run_dir, resume=bool(args.resume))
+            from . import run_queue
+
+            run_queue.after_run(runs_dir, status, lock)  # the next queued run starts, handed this lock
     if status == "failed":
         tell_user(f"Error: {message} (log: {run_dir / LOG_FILE})")
         return 1

@@ -457,13 +457,21 @@ def start_sweep(config: RunConfig, runs_dir: Path, budget_s: float, space: Searc
         if live is not None:
             raise jobs.RunBusyError(f"Run {live.name} is still training: wait for it to finish or stop it first "
                                     f"(one run at a time per machine).")
-        sweep_dir = new_sweep_dir(runs_dir)
-        lock.note(f"{SWEEPS_DIR}/{sweep_dir.name}")
-        _write_json(sweep_dir / SWEEP_FILE, {
-            "id": sweep_dir.name, "status": "starting", "message": "", "budget_s": budget_s, "max_trials": max_trials,
-            "space": dataclasses.asdict(space), "base_config": config.to_dict(), "trials": [], "spent_s": 0.0,
-            "updated": time.time()})
-        _spawn_sweep(sweep_dir, lock)
+        return begin_sweep(config, runs_dir, budget_s, space, max_trials, lock)
+
+
+def begin_sweep(config: RunConfig, runs_dir: Path, budget_s: float, space: SearchSpace, max_trials: int | None,
+                lock) -> Path:
+    """Make the sweep's folder and start its process, handing it `lock` (held by the caller: start_sweep, or a
+    queue entry started by whatever ends before it)."""
+    budget_s = check_budget(budget_s)
+    sweep_dir = new_sweep_dir(Path(runs_dir))
+    lock.note(f"{SWEEPS_DIR}/{sweep_dir.name}")
+    _write_json(sweep_dir / SWEEP_FILE, {
+        "id": sweep_dir.name, "status": "starting", "message": "", "budget_s": budget_s, "max_trials": max_trials,
+        "space": dataclasses.asdict(space), "base_config": config.to_dict(), "trials": [], "spent_s": 0.0,
+        "updated": time.time()})
+    _spawn_sweep(sweep_dir, lock)
     return sweep_dir
 
 
@@ -518,7 +526,7 @@ def new_sweep_dir(runs_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import jobs
+    from . import jobs, run_queue
     from .train import check_data_files
 
     parser = ArgumentParser(prog="python -m studio tune",
@@ -578,7 +586,9 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("sweep failed")
             sweep.save(status="failed", message=f"The search failed ({type(err).__name__}); see the log.")
             tell_user(f"Error: the search failed ({type(err).__name__}: {err}).")
+            run_queue.after_run(runs_dir, "failed", lock)
             return 1
+        run_queue.after_run(runs_dir, outcome, lock)  # the next queued entry, handed this lock
         if outcome == "failed":
             tell_user(f"Error: {sweep.record.get('message')}")
             return 1

@@ -1,0 +1,285 @@
+"""The run queue: runs and settings searches waiting for the machine, started one after another.
+
+One machine trains one thing at a time (the runs-folder lock, studio/jobs.py). While something trains, Start
+offers "Add to queue": the entry waits in RUNS_DIR/queue.json, on disk, so it outlives the page, the server and a
+reboot. Whatever trains hands the machine on when it ends: the worker (or the sweep) that finishes starts the
+first entry itself, passing its lock straight to the new process (no moment where a second start could slip in),
+so an overnight queue needs no server running. A run the person stopped does not start the next one (they may be
+about to change the queue); the server starts it when it next looks (on start-up, and when the Train tab polls),
+and `studio queue start` starts it from a shell.
+
+`studio queue add CONFIG.json | list | remove ID | move ID POSITION | start`. Nothing here imports torch or gradio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import ConfigError, UserError
+
+log = logging.getLogger("studio.queue")
+
+QUEUE_FILE = "queue.json"  # in the runs folder: the entries, first to start first
+QUEUE_LOCK = ".queue.lock"  # serialises read-modify-write of QUEUE_FILE between the server, workers and the CLI
+KINDS = ("run", "sweep")
+MAX_ENTRIES = 100  # a queue is a night's or a weekend's work, not a backlog
+
+
+@dataclass
+class Entry:
+    id: str  # short and unique: what `studio queue remove ID` takes
+    kind: str  # "run" or "sweep" (a settings search, studio/tune.py)
+    config: dict  # the RunConfig's fields
+    added: float = field(default_factory=time.time)
+    sweep: dict = field(default_factory=dict)  # for a sweep: budget_s, max_trials, space (tune.SearchSpace fields)
+
+    @property
+    def name(self) -> str:
+        """What the person recognises the entry by: its run name, else its data file's name."""
+        what = self.config.get("run_name") or Path(str(self.config.get("data_path") or "run")).name
+        return f"settings search on {what}" if self.kind == "sweep" else what
+
+    def run_config(self) -> RunConfig:
+        return RunConfig.from_dict(self.config)
+
+
+def queue_file(runs_dir: str | Path) -> Path:
+    return Path(runs_dir) / QUEUE_FILE
+
+
+@dataclass
+class Queue:
+    entries: list[Entry] = field(default_factory=list)
+    paused: bool = False  # set when a run is stopped: nothing starts by itself until the person says so
+
+
+def read(runs_dir: str | Path) -> Queue:
+    """The queue on disk; an unreadable file is an empty queue (and logged), never a crash."""
+    try:
+        data = json.loads(queue_file(runs_dir).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Queue()
+    except (OSError, ValueError) as err:
+        log.warning("queue file %s unreadable (%s): treated as empty", queue_file(runs_dir), err)
+        return Queue()
+    data = data if isinstance(data, dict) else {}
+    queued = []
+    rows = data.get("entries")
+    for row in rows if isinstance(rows, list) else []:
+        try:
+            queued.append(Entry(id=str(row["id"]), kind=str(row["kind"]), config=dict(row["config"]),
+                                added=float(row.get("added") or 0), sweep=dict(row.get("sweep") or {})))
+        except (KeyError, TypeError, ValueError) as err:
+            log.warning("queue entry skipped (%s): %r", err, row)
+    return Queue(entries=queued, paused=bool(data.get("paused")))
+
+
+def entries(runs_dir: str | Path) -> list[Entry]:
+    """The queued entries, first to start first."""
+    return read(runs_dir).entries
+
+
+@contextlib.contextmanager
+def _editing(runs_dir: str | Path) -> Iterator[Queue]:
+    """`with _editing(runs_dir) as queue:` change it in place; it is written back (whole, atomically) when the
+    block ends without an error. One editor at a time, across processes."""
+    from .fileio import write_text
+
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(runs_dir / QUEUE_LOCK, "a+") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        queue = read(runs_dir)
+        yield queue
+        data = {"paused": queue.paused, "entries": [dataclasses.asdict(e) for e in queue.entries]}
+        write_text(queue_file(runs_dir), json.dumps(data, indent=1) + "\n")
+
+
+def add(runs_dir: str | Path, config: RunConfig, kind: str = "run", sweep: dict | None = None) -> Entry:
+    """Queue a run (or a settings search) and return its entry. Its data file is checked now, as a start would:
+    a queue that fails in the night on a typo helps nobody."""
+    from .train import check_data_files
+
+    if kind not in KINDS:
+        raise ConfigError(f"A queue entry is a run or a sweep, not {kind!r}.")
+    check_data_files(config)
+    if not config.data_path:
+        raise ConfigError("No training data: choose a data file before adding the run to the queue.")
+    entry = Entry(id=secrets.token_hex(3), kind=kind, config=config.to_dict(), sweep=dict(sweep or {}))
+    with _editing(runs_dir) as queue:
+        if len(queue.entries) >= MAX_ENTRIES:
+            raise UserError(f"The queue already holds {MAX_ENTRIES} entries: remove some before adding more.")
+        queue.entries.append(entry)
+    return entry
+
+
+def _index(queued: list[Entry], entry_id: str) -> int:
+    for i, entry in enumerate(queued):
+        if entry.id == str(entry_id).strip():
+            return i
+    raise UserError(f"No queued entry {entry_id!r}: `studio queue list` shows the ids (it may have started "
+                    f"already).")
+
+
+def remove(runs_dir: str | Path, entry_id: str) -> Entry:
+    with _editing(runs_dir) as queue:
+        return queue.entries.pop(_index(queue.entries, entry_id))
+
+
+def move(runs_dir: str | Path, entry_id: str, position: int) -> list[Entry]:
+    """Put the entry at `position` (1 = starts next); a position past the end puts it last."""
+    with _editing(runs_dir) as queue:
+        entry = queue.entries.pop(_index(queue.entries, entry_id))
+        queue.entries.insert(max(0, min(int(position) - 1, len(queue.entries))), entry)
+        return list(queue.entries)
+
+
+def _take_first(runs_dir: Path) -> Entry | None:
+    """The first entry, out of the queue; starting one means the queue is no longer paused."""
+    with _editing(runs_dir) as queue:
+        queue.paused = False
+        return queue.entries.pop(0) if queue.entries else None
+
+
+def pause(runs_dir: str | Path) -> None:
+    """A run was stopped: the queue waits (the person may be about to change it) until started again."""
+    if queue_file(runs_dir).exists():
+        with _editing(runs_dir) as queue:
+            queue.paused = bool(queue.entries)
+
+
+def _start(entry: Entry, runs_dir: Path, lock) -> Path:
+    """Start one entry with the runs-folder lock held (and handed to its process)."""
+    from . import jobs, tune
+
+    config = entry.run_config()
+    if entry.kind == "sweep":
+        space = tune.SearchSpace(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in (entry.sweep.get("space") or {}).items()})
+        return tune.begin_sweep(config, runs_dir, float(entry.sweep.get("budget_s") or 0), space,
+                                entry.sweep.get("max_trials"), lock)
+    return jobs.begin_run(config, runs_dir, lock)
+
+
+def start_next(runs_dir: str | Path, lock=None, even_if_paused: bool = True) -> Path | None:
+    """Start the first queued entry and return its folder; None when the queue is empty (or paused, unless
+    `even_if_paused`: the person asked) or something trains.
+
+    `lock`: the runs-folder lock of a worker that is ending, handed on to the new process; without one it is taken
+    here, and only if free. An entry that cannot start (its data file gone) is dropped with the reason logged and
+    the next one tried: one bad entry must not hold up the night."""
+    from . import jobs
+
+    runs_dir = Path(runs_dir)
+    queue = read(runs_dir)
+    if not queue.entries or (queue.paused and not even_if_paused):
+        return None
+    own = lock is None
+    if own:
+        lock = jobs.try_lock(runs_dir)
+        if lock is None or jobs.active_run(runs_dir) is not None:
+            if lock is not None:
+                lock.close()
+            return None
+    try:
+        while (entry := _take_first(runs_dir)) is not None:
+            try:
+                started = _start(entry, runs_dir, lock)
+            except (UserError, OSError) as err:
+                log.warning("queued %s %s (%s) not started: %s", entry.kind, entry.id, entry.name, err)
+                continue
+            log.info("queued %s %s started: %s", entry.kind, entry.id, started)
+            return started
+        return None
+    finally:
+        if own:
+            lock.close()  # the started process holds its own copy: the lock stays held until it ends
+
+
+def after_run(runs_dir: str | Path, status: str, lock) -> Path | None:
+    """Called by a worker (or sweep) as it ends, still holding the lock: the next queued entry starts, unless the
+    person stopped this one. Never raises: the run that ends is already saved."""
+    try:
+        if status == "stopped":
+            pause(runs_dir)
+            return None
+        return start_next(runs_dir, lock, even_if_paused=False)
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.warning("the next queued entry did not start", exc_info=True)
+        return None
+
+
+def waiting(runs_dir: str | Path) -> Path | None:
+    """What the server does when it looks (start-up, the Train tab's poll): start the next entry if nothing trains
+    and the queue is not paused; a worker killed before it could hand on leaves the queue waiting for this."""
+    return start_next(runs_dir, even_if_paused=False)
+
+
+def describe(runs_dir: str | Path) -> list[dict]:
+    """The queue as rows for a table or the CLI: position, id, kind, name, model, data, added."""
+    return [{"position": i, "id": e.id, "kind": e.kind, "name": e.name, "model": e.config.get("model", ""),
+             "data": Path(str(e.config.get("data_path") or "")).name,
+             "added": time.strftime("%Y-%m-%d %H:%M", time.localtime(e.added))}
+            for i, e in enumerate(entries(runs_dir), 1)]
+
+
+# --- the command line ------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    from .logs import ArgumentParser, tell_user
+
+    parser = ArgumentParser(prog="python -m studio queue",
+                            description="Runs waiting for the machine, started one after another (kept in "
+                                        "RUNS_DIR/queue.json).")
+    parser.add_argument("--runs-dir", default=os.environ.get("STUDIO_RUNS_DIR", "runs"),
+                        help="folder of runs (default: runs)")
+    actions = parser.add_subparsers(dest="action", required=True)
+    add_parser = actions.add_parser("add", help="queue a run from a config file; it starts now if nothing trains")
+    add_parser.add_argument("config", help="a RunConfig JSON file (e.g. assets/quickstart.json)")
+    actions.add_parser("list", help="show the queue, first to start first")
+    remove_parser = actions.add_parser("remove", help="take an entry out of the queue")
+    remove_parser.add_argument("id", help="the entry's id, from `list`")
+    move_parser = actions.add_parser("move", help="move an entry to a position (1 = starts next)")
+    move_parser.add_argument("id")
+    move_parser.add_argument("position", type=int)
+    actions.add_parser("start", help="start the first entry now, if nothing trains")
+    args = parser.parse_args(argv)
+    runs_dir = Path(args.runs_dir)
+    try:
+        if args.action == "add":
+            entry = add(runs_dir, RunConfig.load(args.config))
+            started = start_next(runs_dir)
+            print(f"Started {started}" if started else f"Queued {entry.id} ({entry.name}) at position "
+                  f"{len(entries(runs_dir))}.")
+        elif args.action == "list":
+            rows = describe(runs_dir)
+            if not rows:
+                print("The queue is empty.")
+            for row in rows:
+                print(f"{row['position']:>3}  {row['id']}  {row['kind']:<5}  {row['name']}  ({row['model']}, "
+                      f"{row['data']}, added {row['added']})")
+        elif args.action == "remove":
+            entry = remove(runs_dir, args.id)
+            print(f"Removed {entry.id} ({entry.name}).")
+        elif args.action == "move":
+            queued = move(runs_dir, args.id, args.position)
+            position = next(i for i, e in enumerate(queued, 1) if e.id == args.id.strip())
+            print(f"Moved {args.id} to position {position}.")
+        else:
+            started = start_next(runs_dir)
+            print(f"Started {started}" if started else "Nothing started: the queue is empty, or something is "
+                  "training (the queue goes on when it ends).")
+    except (UserError, OSError) as err:
+        tell_user(f"Error: {err if isinstance(err, UserError) else f'the queue could not be read or written ({err})'}")
+        return 1
+    return 0
