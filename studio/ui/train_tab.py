@@ -6,6 +6,7 @@ a second browser tab or a restarted server shows the same run, still live.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,14 +15,17 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from .. import jobs, methods
+from .. import jobs, methods, run_queue
 from ..errors import UserError
 from ..events import EVENTS_FILE, LIVE, STATUS_FILE, read_events, replay, smooth
 from .common import UIContext, bind, client_config, error_markdown, keep, slots, user_message
 from .estimates import estimate_text, fmt_time, measured_line, measured_pace
 from .sessions import release_gpu_sessions
 
+log = logging.getLogger("studio.ui")
+
 POLL_S = 1.0
+QUEUE_POLL_S = 2.0  # the queue panel, and the start of a queued run a killed worker could not hand on
 TABLE_EVERY_S = 10.0
 STALL_AFTER_S = 120.0  # a live run without any progress this long is said to be stalled
 RESUMABLE = ("stopped", "failed")  # with a checkpoint, Resume continues these from it
@@ -391,19 +395,25 @@ def draw_run(runs_dir, run_id: str | None) -> RunView:
 
 
 def start_training(ctx: UIContext, names: list[str], *values) -> StartView:
-    """Check everything a run needs, then start it in its own process."""
+    """Check everything a run needs, then start it in its own process; while another trains, queue it instead."""
     live = jobs.active_run(ctx.runs_dir)
-    if live is not None:  # a second press while training: the first one worked, say so rather than "cannot"
-        return StartView(f"Run **{live.name}** is training (shown below): press **Stop** before starting another.",
-                         gr.update(value=live.name))
     try:
         config = client_config(ctx, names, list(values))  # data and model folder inside the app's folders
+        if live is not None and _same_settings(live, config):
+            # A second press while training: the first one worked, say so rather than queue the same run twice.
+            return StartView(f"Run **{live.name}** is training with these settings (shown below).",
+                             gr.update(value=live.name))
         from .. import data, models
 
         models.resolve_method(config)  # QLoRA without CUDA: one clear sentence now, not later
         models.load_tokenizer(config.model, config.trust_remote_code)  # unknown id, offline: said now
         train_rows, _ = data.load_for_config(config)  # bad data: said now, before a process starts
         config.check_data_size(len(train_rows))
+        if live is not None:
+            entry = run_queue.add(ctx.runs_dir, config)
+            position = next((r["position"] for r in run_queue.describe(ctx.runs_dir) if r["id"] == entry.id), "last")
+            return StartView(f"Run **{live.name}** is training, so this run waits in the queue (position "
+                             f"{position}): it starts by itself when the runs before it end. See **Queue** below.")
         jobs.ensure_none_training(ctx.runs_dir)  # before the chat models are freed for nothing
         release_gpu_sessions()
         run_dir = jobs.start_run(config, ctx.runs_dir)
@@ -411,6 +421,104 @@ def start_training(ctx: UIContext, names: list[str], *values) -> StartView:
         return StartView(f"{START_FAILED} {user_message(err)}")
     return StartView(f"Started run **{run_dir.name}**.",
                      gr.update(choices=run_choices(ctx.runs_dir), value=run_dir.name))
+
+
+def _same_settings(run_dir: Path, config) -> bool:
+    from ..config import RunConfig
+    from ..events import CONFIG_FILE
+
+    try:
+        return not RunConfig.load(run_dir / CONFIG_FILE).diff(config)
+    except Exception:  # noqa: BLE001 - an unreadable config is not the same settings
+        return False
+
+
+# --- the queue --------------------------------------------------------------------------------
+QUEUE_COLUMNS = ["position", "id", "kind", "name", "model", "data", "added"]
+
+
+@dataclass
+class QueueView:
+    """The queue panel, and the Start button whose words follow whether something trains."""
+
+    note: Any = keep()
+    table: Any = keep()
+    pick: Any = keep()
+    start: Any = keep()
+    seen: Any = keep()  # what this page last drew (see poll_queue)
+    follow: Any = keep()  # the run shown: moves on to a queued run that starts after the one shown
+
+
+def queue_key(runs_dir: Path) -> tuple:
+    """Changes whenever the queue panel would: the queue file, and what trains."""
+    try:
+        stamp = run_queue.queue_file(runs_dir).stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    live = jobs.active_run(runs_dir)
+    return stamp, live.name if live is not None else None
+
+
+def draw_queue(runs_dir: Path) -> QueueView:
+    rows = run_queue.describe(runs_dir)
+    queue = run_queue.read(runs_dir)
+    live = jobs.active_run(runs_dir)
+    if not rows:
+        note = ("**Queue:** empty. While a run trains, **Add to queue** keeps your next settings here; queued runs "
+                "start one after another, even with this page closed.")
+    elif queue.paused:
+        note = (f"**Queue:** {len(rows)} waiting, **paused** because a run was stopped: press **Start next now** to "
+                f"go on, or remove what you no longer want.")
+    else:
+        note = (f"**Queue:** {len(rows)} waiting; " + (f"the first starts when run **{live.name}** ends." if live
+                                                        else "the first starts now."))
+    choices = [(f"{r['position']}. {r['name']} ({r['id']})", r["id"]) for r in rows]
+    start = gr.update(value="Add to queue (a run is training)" if live else "Start training")
+    return QueueView(note, pd.DataFrame(rows, columns=QUEUE_COLUMNS),
+                     gr.update(choices=choices, value=choices[0][1] if choices else None), start)
+
+
+def poll_queue(ctx: UIContext, shown, seen) -> QueueView:
+    """Each tick: start the next entry if nothing trains (a worker killed before it could hand on, a server
+    restarted), then redraw the panel when the queue or what trains changed since this page last drew it. A run
+    that starts after the one shown (the queue going on) becomes the run shown."""
+    try:
+        run_queue.waiting(ctx.runs_dir)
+    except Exception:  # noqa: BLE001 - the panel still shows the queue; the reason is in the log
+        log.warning("the next queued entry did not start", exc_info=True)
+    key = list(queue_key(ctx.runs_dir))
+    if seen == key:
+        return QueueView()
+    view = draw_queue(ctx.runs_dir)
+    view.seen = key
+    before, now = (seen or [None, None])[1], key[1]
+    if seen is not None and now and now != before and shown != now and (shown == before or before is None):
+        view.follow = gr.update(choices=run_choices(ctx.runs_dir), value=now)
+    return view
+
+
+def queue_action(ctx: UIContext, action: str, entry_id) -> QueueView:
+    """Move up, Remove, Start next now: the panel redrawn, a refusal said in its note."""
+    try:
+        if action == "start":
+            started = run_queue.start_next(ctx.runs_dir)
+            if started is None:
+                raise UserError("Nothing started: the queue is empty, or a run is training (the queue goes on when "
+                                "it ends).")
+        elif not entry_id:
+            raise UserError("Pick a queued run first.")
+        elif action == "up":
+            position = next((r["position"] for r in run_queue.describe(ctx.runs_dir) if r["id"] == entry_id), 1)
+            run_queue.move(ctx.runs_dir, entry_id, max(1, position - 1))
+        else:
+            run_queue.remove(ctx.runs_dir, entry_id)
+    except Exception as err:  # noqa: BLE001 - said in one sentence
+        view = draw_queue(ctx.runs_dir)
+        view.note = error_markdown(err)
+        return view
+    view = draw_queue(ctx.runs_dir)
+    view.seen = list(queue_key(ctx.runs_dir))
+    return view
 
 
 def forget_start_failure(notice: str):
@@ -517,6 +625,17 @@ def build_train_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
                                          REWARD_SERIES[2]: "#16a34a"})  # DPO and ORPO runs only: see reward_curve
     log_box = gr.Code(label="Last lines of the worker log", visible=False, elem_id="log-tail")
 
+    with gr.Accordion("Queue: runs waiting to start", open=True):
+        queue = QueueView(note=gr.Markdown(elem_id="queue-note"),
+                          table=gr.Dataframe(value=pd.DataFrame(columns=QUEUE_COLUMNS), interactive=False,
+                                             elem_id="queue-table", max_height=240),
+                          pick=gr.Dropdown(label="Queued run", choices=[], value=None, elem_id="queue-pick"),
+                          start=start_btn, seen=gr.State(None), follow=run_select)
+        with gr.Row():
+            up_btn = gr.Button("Move up", size="sm", elem_id="queue-up")
+            remove_btn = gr.Button("Remove from queue", size="sm", elem_id="queue-remove")
+            next_btn = gr.Button("Start next now", size="sm", elem_id="queue-start")
+
     with gr.Accordion("Run history and comparison", open=False):
         gr.Markdown("From each run's report card: **Task score** is how close the fine-tuned model's answers came "
                     "to yours on rows kept aside from training (chrF, 0 to 100, higher is better) and **vs base %** "
@@ -554,4 +673,9 @@ def build_train_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     run_select.change(bind(show_run, ctx), run_select, slots(view), show_progress="hidden", api_visibility="private")
     gr.Timer(POLL_S).tick(bind(poll, ctx), [run_select, view.seen], slots(view), show_progress="hidden",
                           api_visibility="private")
+    queue_outputs = slots(queue)
+    for button, action in ((up_btn, "up"), (remove_btn, "remove"), (next_btn, "start")):
+        button.click(bind(queue_action, ctx, action), queue.pick, queue_outputs, api_visibility="private")
+    gr.Timer(QUEUE_POLL_S).tick(bind(poll_queue, ctx), [run_select, queue.seen], queue_outputs,
+                                show_progress="hidden", api_visibility="private")
     ctx.train = TrainTab(PageView(run_select, table, compare_select))

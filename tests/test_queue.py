@@ -1,0 +1,133 @@
+"""The run queue (studio/run_queue.py): runs wait on disk and start one after another, each ending worker handing
+the machine to the next; a stopped run pauses it; the server (a fresh one after a restart) goes on with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from studio import jobs, run_queue
+from studio.config import RunConfig
+from studio.errors import UserError
+from studio.events import read_events, write_status
+from studio.ui import train_tab
+from studio.ui.common import UIContext
+
+from .conftest import studio_cmd
+from .test_train import tiny_config
+
+WAIT_S = 240  # a tiny run on a busy 2-core machine: seconds to start, a fraction of a second a step
+
+
+def quick(data, **overrides) -> RunConfig:
+    return tiny_config(data, max_steps=4, eval_every=0, **overrides)
+
+
+def test_entries_are_kept_on_disk_in_order_and_can_be_moved_and_removed(tiny_data, runs_dir):
+    a, b, c = (run_queue.add(runs_dir, quick(tiny_data, run_name=name)) for name in ("a", "b", "c"))
+    assert [e.name for e in run_queue.entries(runs_dir)] == ["a", "b", "c"]
+    assert len({a.id, b.id, c.id}) == 3
+    run_queue.move(runs_dir, c.id, 1)
+    assert [e.name for e in run_queue.entries(runs_dir)] == ["c", "a", "b"]
+    run_queue.move(runs_dir, c.id, 99)  # past the end: last
+    assert [e.name for e in run_queue.entries(runs_dir)] == ["a", "b", "c"]
+    assert run_queue.remove(runs_dir, b.id).name == "b"
+    assert [r["position"] for r in run_queue.describe(runs_dir)] == [1, 2]
+    with pytest.raises(UserError, match="No queued entry 'nope'"):
+        run_queue.remove(runs_dir, "nope")
+    # The entry holds the whole config: it trains as it was queued, whatever the form says later.
+    assert run_queue.entries(runs_dir)[0].run_config() == quick(tiny_data, run_name="a")
+
+
+def test_a_bad_entry_is_refused_when_queued_and_a_damaged_file_is_an_empty_queue(tiny_data, runs_dir, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        run_queue.add(runs_dir, quick(tmp_path / "gone.jsonl"))
+    assert run_queue.entries(runs_dir) == []
+    run_queue.queue_file(runs_dir).write_text("{not json")
+    assert run_queue.entries(runs_dir) == []
+    run_queue.add(runs_dir, quick(tiny_data))  # and the next add writes a good file again
+    assert len(json.loads(run_queue.queue_file(runs_dir).read_text())["entries"]) == 1
+
+
+def test_queued_runs_start_one_after_another_each_handed_on_by_the_run_before(tiny_data, runs_dir):
+    first = jobs.start_run(quick(tiny_data, run_name="first"), runs_dir)
+    for name in ("second", "third"):
+        run_queue.add(runs_dir, quick(tiny_data, run_name=name))
+    deadline = time.time() + WAIT_S
+    while time.time() < deadline and (run_queue.entries(runs_dir) or jobs.active_run(runs_dir) is not None):
+        time.sleep(0.5)
+    runs = sorted((p for p in runs_dir.iterdir() if (p / "config.json").exists()), key=lambda p: p.stat().st_mtime)
+    assert [json.loads((p / "config.json").read_text())["run_name"] for p in runs] == ["first", "second", "third"]
+    assert runs[0] == first
+    spans = []
+    for run_dir in runs:
+        assert jobs.wait_for(run_dir, timeout_s=60)["status"] == "finished"
+        events = read_events(run_dir)
+        spans.append((events[0]["time"], events[-1]["time"]))
+    # One at a time: each run's first event comes after the previous run's last.
+    assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:])), spans
+
+
+def test_a_stopped_run_pauses_the_queue_until_the_person_starts_it_again(tiny_data, runs_dir):
+    running = jobs.start_run(tiny_config(tiny_data, max_steps=2000, eval_every=0, save_every=0), runs_dir)
+    entry = run_queue.add(runs_dir, quick(tiny_data, run_name="next"))
+    jobs.wait_for(running, timeout_s=WAIT_S, states=("running",))
+    jobs.stop_run(running)
+    assert jobs.wait_for(running, timeout_s=WAIT_S)["status"] == "stopped"
+    jobs.wait_for_lock(runs_dir).close()  # the stopped worker has ended
+    queue = run_queue.read(runs_dir)
+    assert queue.paused and [e.id for e in queue.entries] == [entry.id]
+    assert run_queue.waiting(runs_dir) is None  # the server's look does not start a paused queue
+    result = subprocess.run(studio_cmd("queue", "--runs-dir", str(runs_dir), "start"), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("Started "), result
+    assert result.stderr == ""
+    started = runs_dir / result.stdout.split("Started ", 1)[1].strip().split("/")[-1]
+    assert jobs.wait_for(started, timeout_s=WAIT_S)["status"] == "finished"
+    assert run_queue.read(runs_dir) == run_queue.Queue()
+
+
+def test_a_fresh_server_goes_on_with_a_queue_left_on_disk(tiny_data, runs_dir, tmp_path):
+    """The queue is only files: after a server restart (or a worker killed before it could hand on), the first
+    look of a fresh page starts the next entry and shows the rest."""
+    for name in ("waiting-1", "waiting-2"):
+        run_queue.add(runs_dir, quick(tiny_data, run_name=name))
+    ctx = UIContext(runs_dir=runs_dir, uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
+                    default_model="tiny-test")
+    view = train_tab.poll_queue(ctx, None, None)
+    live = jobs.active_run(runs_dir)
+    assert live is not None and json.loads((live / "config.json").read_text())["run_name"] == "waiting-1"
+    assert "1 waiting; the first starts when run" in view.note and view.start["value"].startswith("Add to queue")
+    assert list(view.table["name"]) == ["waiting-2"]
+    assert train_tab.poll_queue(ctx, None, view.seen) == train_tab.QueueView()  # nothing changed: nothing drawn
+    assert jobs.wait_for(live, timeout_s=WAIT_S)["status"] == "finished"
+
+
+def test_start_while_a_run_trains_queues_other_settings_and_not_a_second_press(tiny_data, runs_dir, tmp_path):
+    live = runs_dir / "20261206-090000-live"
+    live.mkdir()
+    write_status(live, status="running", pid=os.getpid())  # this test's process: alive, so the run is live
+    ctx = UIContext(runs_dir=runs_dir, uploads_dir=tmp_path / "uploads", model_choices=["tiny-test"],
+                    default_model="tiny-test")
+    ctx.uploads_dir.mkdir()
+    data = ctx.uploads_dir / "train.jsonl"
+    data.write_text(tiny_data.read_text())
+    names = ["model", "data_path", "max_steps", "eval_every", "learning_rate", "batch_size", "max_seq_length",
+             "lora_rank", "lora_alpha", "lora_dropout", "validation_fraction", "save_every", "warmup_ratio",
+             "lr_scheduler", "report_card"]
+
+    def values(config: RunConfig) -> list:
+        return [getattr(config, n) for n in names]
+
+    same = quick(data)
+    live_config = RunConfig(**{**quick(tiny_data).to_dict(), "data_path": str(data)})
+    live_config.save(live / "config.json")
+    view = train_tab.start_training(ctx, names, *values(same))
+    assert "is training with these settings" in view.notice and run_queue.entries(runs_dir) == []
+    view = train_tab.start_training(ctx, names, *values(quick(data, learning_rate=1e-3)))
+    assert "waits in the queue (position 1)" in view.notice
+    assert run_queue.entries(runs_dir)[0].config["learning_rate"] == 1e-3
