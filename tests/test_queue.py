@@ -102,7 +102,7 @@ def test_a_fresh_server_goes_on_with_a_queue_left_on_disk(tiny_data, runs_dir, t
     live = jobs.active_run(runs_dir)
     assert live is not None and json.loads((live / "config.json").read_text())["run_name"] == "waiting-1"
     assert "1 waiting; the first starts when run" in view.note and view.start["value"].startswith("Add to queue")
-    assert list(view.table["name"]) == ["waiting-2"]
+    assert list(view.table["Name"]) == ["waiting-2"]
     assert train_tab.poll_queue(ctx, None, view.seen) == train_tab.QueueView()  # nothing changed: nothing drawn
     assert jobs.wait_for(live, timeout_s=WAIT_S)["status"] == "finished"
 

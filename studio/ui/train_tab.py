@@ -434,7 +434,8 @@ def _same_settings(run_dir: Path, config) -> bool:
 
 
 # --- the queue --------------------------------------------------------------------------------
-QUEUE_COLUMNS = ["position", "id", "kind", "name", "model", "data", "added"]
+QUEUE_COLUMNS = ["position", "id", "kind", "name", "model", "data", "added"]  # run_queue.describe's keys
+QUEUE_HEADERS = ["#", "Id", "What", "Name", "Model", "Data", "Added"]
 
 
 @dataclass
@@ -474,7 +475,8 @@ def draw_queue(runs_dir: Path) -> QueueView:
                                                         else "the first starts now."))
     choices = [(f"{r['position']}. {r['name']} ({r['id']})", r["id"]) for r in rows]
     start = gr.update(value="Add to queue (a run is training)" if live else "Start training")
-    return QueueView(note, pd.DataFrame(rows, columns=QUEUE_COLUMNS),
+    table = pd.DataFrame(rows, columns=QUEUE_COLUMNS).set_axis(QUEUE_HEADERS, axis=1)
+    return QueueView(note, table,
                      gr.update(choices=choices, value=choices[0][1] if choices else None), start)
 
 
@@ -627,7 +629,7 @@ def build_train_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
 
     with gr.Accordion("Queue: runs waiting to start", open=True):
         queue = QueueView(note=gr.Markdown(elem_id="queue-note"),
-                          table=gr.Dataframe(value=pd.DataFrame(columns=QUEUE_COLUMNS), interactive=False,
+                          table=gr.Dataframe(value=pd.DataFrame(columns=QUEUE_HEADERS), interactive=False,
                                              elem_id="queue-table", max_height=240),
                           pick=gr.Dropdown(label="Queued run", choices=[], value=None, elem_id="queue-pick"),
                           start=start_btn, seen=gr.State(None), follow=run_select)
