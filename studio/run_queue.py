@@ -124,6 +124,12 @@ def add(runs_dir: str | Path, config: RunConfig, kind: str = "run", sweep: dict 
     return entry
 
 
+def sweep_fields(budget_s: float, space, max_trials: int | None = None) -> dict:
+    """What a queued settings search needs besides its config: the time budget, the trials limit, the ranges
+    (a tune.SearchSpace)."""
+    return {"budget_s": float(budget_s), "max_trials": max_trials, "space": dataclasses.asdict(space)}
+
+
 def _index(queued: list[Entry], entry_id: str) -> int:
     for i, entry in enumerate(queued):
         if entry.id == str(entry_id).strip():
@@ -246,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     actions = parser.add_subparsers(dest="action", required=True)
     add_parser = actions.add_parser("add", help="queue a run from a config file; it starts now if nothing trains")
     add_parser.add_argument("config", help="a RunConfig JSON file (e.g. assets/quickstart.json)")
+    add_parser.add_argument("--search", metavar="BUDGET", default=None,
+                            help="queue a settings search around the config instead of one run, for this long "
+                                 "(e.g. 20m, 1.5h; see `studio tune`)")
     actions.add_parser("list", help="show the queue, first to start first")
     remove_parser = actions.add_parser("remove", help="take an entry out of the queue")
     remove_parser.add_argument("id", help="the entry's id, from `list`")
@@ -257,7 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = Path(args.runs_dir)
     try:
         if args.action == "add":
-            entry = add(runs_dir, RunConfig.load(args.config))
+            config = RunConfig.load(args.config)
+            if args.search:
+                from . import tune
+
+                tune.check_can_search(config)
+                sweep = sweep_fields(tune.parse_budget(args.search), tune.SearchSpace())
+                entry = add(runs_dir, config, kind="sweep", sweep=sweep)
+            else:
+                entry = add(runs_dir, config)
             started = start_next(runs_dir)
             print(f"Started {started}" if started else f"Queued {entry.id} ({entry.name}) at position "
                   f"{len(entries(runs_dir))}.")

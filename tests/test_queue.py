@@ -131,3 +131,21 @@ def test_start_while_a_run_trains_queues_other_settings_and_not_a_second_press(t
     view = train_tab.start_training(ctx, names, *values(quick(data, learning_rate=1e-3)))
     assert "waits in the queue (position 1)" in view.notice
     assert run_queue.entries(runs_dir)[0].config["learning_rate"] == 1e-3
+
+
+def test_a_queued_settings_search_starts_when_the_run_before_it_ends(tiny_data, runs_dir):
+    from studio import tune
+
+    first = jobs.start_run(quick(tiny_data, run_name="first"), runs_dir)
+    space = tune.SearchSpace(max_steps=(2, 2), lora_rank=(4,))
+    entry = run_queue.add(runs_dir, tiny_config(tiny_data, max_steps=4, eval_every=1), kind="sweep",
+                          sweep=run_queue.sweep_fields(60, space, max_trials=1))
+    assert entry.name == "settings search on train.jsonl"
+    assert jobs.wait_for(first, timeout_s=WAIT_S)["status"] == "finished"
+    deadline = time.time() + WAIT_S
+    while time.time() < deadline and not tune.sweep_dirs(runs_dir):
+        time.sleep(0.5)
+    (sweep_dir,) = tune.sweep_dirs(runs_dir)
+    record = tune.wait_for_sweep(sweep_dir, timeout_s=WAIT_S)
+    assert record["status"] == "finished" and len(record["trials"]) == 1, record
+    assert run_queue.entries(runs_dir) == []

@@ -267,6 +267,15 @@ def start_search(ctx: UIContext, names: list[str], *values) -> StartSearchView:
         train_rows, _ = data.load_for_config(config)  # bad data: said now, before a process starts
         config.check_data_size(len(train_rows))
         tune.check_can_search(config)
+        live = jobs.active_run(ctx.runs_dir)
+        if live is not None:  # the machine is busy: the search waits its turn in the run queue
+            from .. import run_queue
+
+            entry = run_queue.add(ctx.runs_dir, config, kind="sweep", sweep=run_queue.sweep_fields(budget_s, space))
+            position = next(r["position"] for r in run_queue.describe(ctx.runs_dir) if r["id"] == entry.id)
+            return StartSearchView(f"Run **{live.name}** is training, so this search waits in the queue (position "
+                                   f"{position}, see **Queue** in the Train tab): it starts by itself when the "
+                                   f"runs before it end.")
         jobs.ensure_none_training(ctx.runs_dir)  # before the chat models are freed for nothing
         release_gpu_sessions()
         sweep_dir = tune.start_sweep(config, ctx.runs_dir, budget_s, space)
