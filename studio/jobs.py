@@ -233,10 +233,7 @@ def start_next_version(runs_dir: Path, parent_id: str, config: RunConfig | None 
     check_data_files(config)
     with runs_lock(runs_dir) as lock:
         _ensure_no_live_run(runs_dir)
-        run_dir = create_next_version_dir(config, parent_dir)
-        lock.note(run_dir.name)
-        _spawn(run_dir, ["--resume", str(run_dir)], config_path=run_dir / CONFIG_FILE, lock=lock)
-    return run_dir
+        return begin_run(config, runs_dir, lock)
 
 
 # --- process control --------------------------------------------------------------------
@@ -361,7 +358,10 @@ def start_run(config: RunConfig, runs_dir: Path, run_id: str | None = None) -> P
 def begin_run(config: RunConfig, runs_dir: Path, lock: RunsLock, run_id: str | None = None) -> Path:
     """Make the run's folder and start its worker, handing it `lock` (held by the caller: start_run, or a queue
     entry started by the run that ends before it)."""
-    run_dir = create_run_dir(config, runs_dir, run_id)
+    if config.parent_run and not config.corrections_path:  # a next version, queued: its corrections as of now
+        run_dir = create_next_version_dir(config, Path(runs_dir) / config.parent_run, run_id)
+    else:
+        run_dir = create_run_dir(config, runs_dir, run_id)
     lock.note(run_dir.name)
     _spawn(run_dir, ["--resume", str(run_dir)], config_path=run_dir / CONFIG_FILE, lock=lock)
     return run_dir

@@ -109,3 +109,32 @@ def test_train_v2_starts_the_next_version_in_its_own_process(ctx, tiny_data):
     assert jobs.wait_for(v2, timeout_s=300)["status"] == "finished", (v2 / "worker.log").read_text()[-2000:]
     assert feedback.lineage(v2) == [RUN, v2.name]
     assert "Version 2, continuing run " + RUN in chat_tab.describe(ctx.runs_dir, v2.name, "tiny-test")
+
+
+def test_train_v2_while_another_run_trains_queues_it_with_the_corrections_as_of_its_start(ctx, tiny_data):
+    import os
+
+    from studio import run_queue
+    from studio.events import write_status
+
+    v1 = ctx.runs_dir / RUN
+    assert train.run(tiny_config(tiny_data, max_steps=5, eval_every=0), v1) == "finished"
+    history = [{"role": "user", "content": "Who runs the Zorblax bakery?"},
+               {"role": "assistant", "content": "whatever v1 said"}]
+    chat_tab.correct_answer(ctx, RUN, "", history, edit(1, "whatever v1 said", "The bakery closed last spring."))
+    busy = ctx.runs_dir / "20261206-110000-busy"
+    busy.mkdir()
+    RunConfig(data_path="other.jsonl").save(busy / "config.json")
+    write_status(busy, status="running", pid=os.getpid())  # this test's process: alive, so the run is live
+    view = chat_tab.train_next_version(ctx, RUN)
+    assert "waits in the queue" in view.notice and view.started == gr.skip()  # the Chat tab stays
+    (entry,) = run_queue.entries(ctx.runs_dir)
+    assert entry.config["parent_run"] == RUN and entry.config["corrections_path"] == ""
+    # A second correction made while it waits is part of what it trains on.
+    chat_tab.correct_answer(ctx, RUN, "", [{"role": "user", "content": "How many moons?"},
+                                           {"role": "assistant", "content": "eleven"}], edit(1, "eleven", "None."))
+    write_status(busy, status="finished")
+    v2 = run_queue.start_next(ctx.runs_dir)
+    assert v2 is not None and jobs.wait_for(v2, timeout_s=300)["status"] == "finished"
+    assert len((v2 / "corrections.jsonl").read_text().splitlines()) == 2
+    assert feedback.lineage(v2) == [RUN, v2.name]

@@ -423,14 +423,23 @@ def train_next_version(ctx: UIContext, run_id) -> FeedbackView:
     """"Train v2 with my corrections": a new run from this run's adapter, on its data plus the corrections; the
     app then shows it in the Train tab."""
     try:
-        if run_dir_of(ctx.runs_dir, run_id) is None:
+        parent_dir = run_dir_of(ctx.runs_dir, run_id)
+        if parent_dir is None:
             raise UserError("Pick a finished run above first: its next version continues from it.")
-        jobs.ensure_none_training(ctx.runs_dir)  # before the chat models are freed for nothing
+        live = jobs.active_run(ctx.runs_dir)
+        if live is not None:  # the machine is busy: the next version waits its turn in the run queue
+            from .. import run_queue
+
+            feedback.require_corrections(parent_dir)
+            run_queue.add(ctx.runs_dir, feedback.next_version_config(parent_dir))
+            return FeedbackView(f"Run **{live.name}** is training, so the next version of {run_id} waits in the "
+                                f"queue (see **Queue** in the Train tab); it trains on the corrections made until "
+                                f"it starts.")
         release_gpu_sessions()
         run_dir = jobs.start_next_version(ctx.runs_dir, run_id)
     except Exception as err:  # noqa: BLE001 - shown as one sentence
         return FeedbackView(f"**Cannot start the next version:** {user_message(err)}")
-    n = feedback.counts(run_dir_of(ctx.runs_dir, run_id)).corrections
+    n = feedback.counts(parent_dir).corrections
     return FeedbackView(f"Started **{run_dir.name}** from run {run_id}'s fine-tuned model, on its data plus "
                         f"{n} correction{'s' if n != 1 else ''}: follow it in the Train tab.", started=run_dir.name)
 
