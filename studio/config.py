@@ -27,6 +27,8 @@ SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 # Number formats on a CPU; "auto" measures which is faster (studio/precision.py, their one home).
 CPU_PRECISIONS = precision.CHOICES
+# How several GPUs share a run: each a whole copy of the model (DDP) or a shard of its weights (FSDP).
+SHARDINGS = ("auto", "ddp", "fsdp")
 # What a run learns from its rows: the answers (supervised fine-tuning) or preference pairs (DPO, ORPO through TRL).
 OBJECTIVES = ("auto", "sft", "dpo", "orpo")
 
@@ -165,6 +167,23 @@ class RunConfig:
                             "(wandb), MLflow or Trackio (its package must be installed; wandb and mlflow need an "
                             "account or server set up).", choices=TRACKERS, group="monitoring",
                             label="Log to tracker")
+    # --- hardware: several GPUs or machines (studio/distributed.py) -------------------------------------------
+    devices: str = _field("auto", "Processes on this machine, one per GPU: auto = every visible GPU (one process on a "
+                          "CPU), or a number such as 2. batch_size is per process, so each optimizer step sees "
+                          "batch size x gradient accumulation x processes x machines examples (the global batch).",
+                          group="hardware", label="GPUs (processes) per machine")
+    nodes: int = _field(1, "Machines the run spans. Above 1, run the same command with the same config on each "
+                        "machine, each with its own --node-rank (0 on the machine whose run you watch).", 1, 1024,
+                        group="hardware", label="Machines")
+    master_addr: str = _field("", "With several machines: the address of machine 0 (node rank 0), which every machine "
+                              "can reach; empty = this machine (one machine).", group="hardware",
+                              label="Address of machine 0")
+    master_port: int = _field(29500, "With several processes: a free TCP port on machine 0 where the processes meet.",
+                              1024, 65535, group="hardware", label="Port on machine 0")
+    sharding: str = _field("auto", "How several GPUs share the model: ddp gives each GPU a whole copy (fastest when "
+                           "the model fits one GPU); fsdp splits the model's weights across the GPUs (for a model "
+                           "too big for one, QLoRA included); auto = fsdp only when the estimate says it does not "
+                           "fit one GPU. A CPU always uses ddp.", choices=SHARDINGS, group="hardware", label="Sharding")
     # --- lineage: set by "Train v2 with my corrections" (studio/feedback.py), not by the form --------------------
     parent_run: str = _field("", "The run this one continues: the id of a run in the same runs folder whose "
                              "fine-tuned adapter is the starting point (empty = start from the base model alone).",
@@ -174,6 +193,8 @@ class RunConfig:
                                    "matter; empty = none.", group="lineage", label="Corrections file")
 
     def __post_init__(self):
+        if isinstance(self.devices, int) and not isinstance(self.devices, bool):
+            self.devices = str(self.devices)  # a config file may say "devices": 2
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             meta = f.metadata
@@ -211,6 +232,12 @@ class RunConfig:
             raise ConfigError("model is empty: pick the bundled model, a hub id or a local folder.")
         if not self.target_modules:
             raise ConfigError("target_modules is empty: use 'all-linear' or a comma list such as q_proj,v_proj.")
+        self.devices = self.devices.lower() or "auto"
+        if self.devices != "auto" and not (self.devices.isdigit() and 1 <= int(self.devices) <= 1024):
+            raise ConfigError(f"devices is {self.devices!r}: use auto (every visible GPU) or a number of processes "
+                              f"such as 2.")
+        if self.devices != "auto":
+            self.devices = str(int(self.devices))  # "02" -> "2": one spelling in config.json and the command
 
     def check_data_size(self, n_train_rows: int) -> None:
         """Settings that only make sense against the data: caught before a run starts."""

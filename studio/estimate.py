@@ -76,7 +76,7 @@ def measured_speed(model: str, method: str) -> float | None:
 
 
 @lru_cache(maxsize=16)
-def _model_shape(model: str) -> tuple[float, int, int]:
+def model_shape(model: str) -> tuple[float, int, int]:
     """(parameters, hidden size, layers) from the model's config, without loading weights."""
     from . import models
 
@@ -90,6 +90,9 @@ def _model_shape(model: str) -> tuple[float, int, int]:
     per_layer = attn + 3 * hidden * inter
     embeddings = config.vocab_size * hidden  # the output projection costs this much compute per token
     return float(layers * per_layer + embeddings), hidden, layers
+
+
+_model_shape = model_shape  # the name bench/train_cpu.py uses
 
 
 @lru_cache(maxsize=8)
@@ -121,7 +124,7 @@ def estimate_run(config: RunConfig) -> Estimate:
     mtime = Path(config.data_path).stat().st_mtime if config.data_path and Path(config.data_path).exists() else 0
     rows, tokens_per_epoch = _dataset_tokens(json.dumps(keyed, sort_keys=True), mtime)
     config.check_data_size(rows)
-    params, hidden, layers = _model_shape(config.model)
+    params, hidden, layers = model_shape(config.model)
     per_step_rows = config.batch_size * config.gradient_accumulation
     steps_per_epoch = max(1, math.ceil(rows / per_step_rows))
     steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(steps_per_epoch * config.epochs))

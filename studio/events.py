@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .distributed import is_main
 from .fileio import write_text
 
 EVENTS_FILE = "events.jsonl"
@@ -38,20 +39,24 @@ FINAL = ("finished", "stopped", "failed", "pruned")  # pruned: a settings-search
 
 
 class EventWriter:
-    """Appends events to runs/<id>/events.jsonl, one flushed line each."""
+    """Appends events to runs/<id>/events.jsonl, one flushed line each. In a run of several processes only rank 0
+    writes (studio/distributed.py): on the others the writer does nothing, so the training code needs no rank checks
+    for its events and a run keeps one log."""
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
-        self._file = open(self.run_dir / EVENTS_FILE, "a", encoding="utf-8")
+        self._file = open(self.run_dir / EVENTS_FILE, "a", encoding="utf-8") if is_main() else None
 
     def write(self, type_: str, **data) -> dict:
         event = {"type": type_, "time": time.time(), **data}
-        self._file.write(json.dumps(event, default=str) + "\n")
-        self._file.flush()
+        if self._file is not None:
+            self._file.write(json.dumps(event, default=str) + "\n")
+            self._file.flush()
         return event
 
     def close(self):
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def read_events(run_dir: str | Path) -> list:
@@ -79,7 +84,11 @@ def write_status(run_dir: str | Path, **status) -> None:
     """Replace status.json atomically so a reader never sees half a file.
 
     On a full disk the temp file cannot be written: it is removed, and status.json is overwritten in place instead
-    (its blocks are already allocated), so that a run failing for want of space still says "failed"."""
+    (its blocks are already allocated), so that a run failing for want of space still says "failed".
+
+    Like EventWriter, only rank 0 of a run of several processes writes it."""
+    if not is_main():
+        return
     run_dir = Path(run_dir)
     status["updated"] = time.time()
     text = json.dumps(status, default=str)

@@ -334,8 +334,10 @@ def bnb_config(method: str | Method):
         return None
     from transformers import BitsAndBytesConfig
 
+    # The packed 4-bit weights are stored in the compute dtype rather than uint8 (the same bytes): FSDP shards only
+    # weights of one floating-point dtype, so this is what lets a run on several GPUs shard QLoRA's base.
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype())
+                              bnb_4bit_compute_dtype=compute_dtype(), bnb_4bit_quant_storage=compute_dtype())
 
 
 def lora_config(config: RunConfig):
@@ -365,7 +367,8 @@ def load_base_model(name: str, method: str | Method = methods.LORA32, trust_remo
     if method.quantized:
         kwargs["quantization_config"] = bnb_config(method)
     if cuda:
-        kwargs.update(device_map={"": 0})
+        # Each rank of a run on several GPUs loads onto its own (torchrun's LOCAL_RANK); one process: GPU 0.
+        kwargs.update(device_map={"": int(os.environ.get("LOCAL_RANK") or 0)})
     # SDPA handles padding-free (packed) batches with per-example boundaries from position_ids.
     kwargs["attn_implementation"] = "sdpa"
     try:

@@ -6,6 +6,7 @@ so a crash or an out-of-memory error takes down only the run. It never imports g
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import functools
@@ -18,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import feedback, methods, packing
+from . import distributed, feedback, methods, packing
 from .config import RunConfig
 from .errors import ConfigError, DataError, UserError
 from .events import (
@@ -73,7 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-run", metavar="RUN_DIR", default=None,
                         help="train the next version of the run in RUN_DIR: from its adapter, on its data plus the "
                              "corrections made in Chat (the new run goes beside it)")
+    # torchrun's vocabulary (studio/distributed.py); all but --node-rank are also config fields, written into the
+    # run's config.json. --node-rank differs per machine: the same config file serves every machine.
+    several = parser.add_argument_group("several GPUs or machines (torchrun's flags)")
+    several.add_argument("--nproc-per-node", metavar="N", default=None,
+                         help="processes on this machine, one per GPU (the config's devices: auto or a number)")
+    several.add_argument("--nnodes", metavar="M", type=int, default=None, help="machines the run spans (nodes)")
+    several.add_argument("--node-rank", metavar="R", type=int, default=0,
+                         help="this machine's number, 0 to M-1; 0 is the machine whose run folder shows the run")
+    several.add_argument("--master-addr", metavar="HOST", default=None, help="address of machine 0 (master_addr)")
+    several.add_argument("--master-port", metavar="P", type=int, default=None, help="free port on machine 0")
+    parser.add_argument(distributed.RANK_FLAG, dest="rank_of", metavar="RUN_DIR", default=None,
+                        help=argparse.SUPPRESS)  # one rank of a run: started by torchrun, never by a person
     args = parser.parse_args(argv)
+    if args.rank_of:
+        return rank_main(Path(args.rank_of))
     from . import jobs
 
     lock = None
@@ -84,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = Path(args.resume)
             config = RunConfig.load(run_dir / CONFIG_FILE)
             runs_dir = run_dir.parent
+            if distributed.with_cli_overrides(config, args) != config:
+                raise ConfigError(f"{run_dir.name} trained with devices {config.devices} on {config.nodes} machine(s): "
+                                  f"resume it with the same processes (drop --nproc-per-node and the other "
+                                  f"torchrun flags).")
         elif parent_dir is not None:
             config = feedback.next_version_config(parent_dir, RunConfig.load(args.config) if args.config else None)
             feedback.require_corrections(parent_dir)
@@ -100,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
                 data.objective_of(config)
             runs_dir = Path(args.runs_dir)
+        if not args.resume:
+            config = distributed.with_cli_overrides(config, args)
+        launch_plan = distributed.plan(config, args.node_rank)  # None: one process, trained in this one
         # The process that trains holds the runs-folder lock for its whole life: handed over by the UI that spawned
         # it, or taken here. The kernel releases it when this process ends, however it ends.
         lock = jobs.inherited_lock(runs_dir) or jobs.try_lock(runs_dir)
@@ -124,7 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         # stdout carries the run folder only (scripts read it): what libraries print during the run (Trackio's
         # "* Run finished ...") goes to the run's log.
         with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file):
-            status, message = run_and_describe(config, run_dir, resume=bool(args.resume))
+            if launch_plan is None:
+                status, message = run_and_describe(config, run_dir, resume=bool(args.resume))
+            else:
+                handler = _log_to_file(run_dir / LOG_FILE)
+                try:
+                    status, message = distributed.launch(run_dir, launch_plan)
+                finally:
+                    logging.getLogger().removeHandler(handler)
             from . import run_queue
 
             run_queue.after_run(runs_dir, status, lock)  # the next queued run starts, handed this lock
@@ -132,6 +161,24 @@ def main(argv: list[str] | None = None) -> int:
         tell_user(f"Error: {message} (log: {run_dir / LOG_FILE})")
         return 1
     return 0
+
+
+def rank_main(run_dir: Path) -> int:
+    """One rank of a run of several processes (torchrun started it; the launcher holds the lock and made run_dir):
+    train from the run's config, resuming from its last checkpoint when there is one, like a fresh run started by
+    the UI. Exits non-zero when the run failed, so that torchrun ends the other ranks."""
+    if log_path() is not None:
+        send_stderr_to_log(run_dir / LOG_FILE)
+    distributed.start_rank(run_dir)
+    try:
+        config = RunConfig.load(run_dir / CONFIG_FILE)
+    except UserError as err:
+        distributed.record_rank_failure(run_dir, str(err))
+        return 1
+    status, message = run_and_describe(config, run_dir, resume=True)
+    if status == "failed" and not distributed.is_main():
+        distributed.record_rank_failure(run_dir, message)
+    return 1 if status == "failed" else 0
 
 
 def run(config: RunConfig, run_dir: str | Path, resume: bool = False, callbacks=()) -> str:
@@ -153,11 +200,12 @@ def run_and_describe(config: RunConfig, run_dir: str | Path, resume: bool = Fals
     events = None
     started = time.time()
     try:
-        (run_dir / STOP_FILE).unlink(missing_ok=True)
-        config.save(run_dir / CONFIG_FILE)
-        (run_dir / PID_FILE).write_text(str(os.getpid()))
+        if distributed.world_size() == 1:  # with several, the launcher cleared it and owns these files
+            (run_dir / STOP_FILE).unlink(missing_ok=True)
+            config.save(run_dir / CONFIG_FILE)
+            (run_dir / PID_FILE).write_text(str(os.getpid()))
         events = EventWriter(run_dir)
-        write_status(run_dir, status="starting", pid=os.getpid())
+        write_status(run_dir, status="starting", pid=distributed.run_pid())
         status, message = _train(config, run_dir, events, resume, callbacks), ""
     except Exception as err:  # noqa: BLE001 - every failure becomes one sentence plus the log
         message, kind = describe_failure(err)
@@ -167,7 +215,8 @@ def run_and_describe(config: RunConfig, run_dir: str | Path, resume: bool = Fals
     finally:
         # Each of these may meet the same full disk: none may turn a described failure into a traceback.
         cleanups = [events.close] if events is not None else []
-        cleanups.append(lambda: (run_dir / PID_FILE).unlink(missing_ok=True))
+        if distributed.world_size() == 1:
+            cleanups.append(lambda: (run_dir / PID_FILE).unlink(missing_ok=True))
         for cleanup in cleanups:
             try:
                 cleanup()
@@ -192,7 +241,7 @@ def _record_failure(run_dir: Path, events: EventWriter | None, message: str, kin
     except OSError as err:
         log.info("error event not written: %s", err)
     try:
-        write_status(run_dir, status="failed", message=message, pid=os.getpid(), elapsed=elapsed)
+        write_status(run_dir, status="failed", message=message, pid=distributed.run_pid(), elapsed=elapsed)
     except OSError as err:
         log.info("failed status not written: %s", err)
 
@@ -251,24 +300,33 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
         # training moved it, and the first real evaluation already draws a line, not a lone dot (a one-point
         # series is invisible in the live plot).
         write_status(run_dir, status="starting", message="Measuring the validation loss before training",
-                     pid=os.getpid())
+                     pid=distributed.run_pid())
         trainer.evaluate()  # its on_log writes the step-0 "eval" event
-    if (run_dir / STOP_FILE).exists():
+        unmark_prepared(trainer)
+    # Rank 0's reading of the STOP file decides for every rank (distributed.agree): ranks that disagreed would
+    # wait for each other in a collective that never comes.
+    if distributed.agree((run_dir / STOP_FILE).exists()):
         log.info("stop requested before the first step")  # pressed during the evaluation above: no training
     else:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
-    stopped = (run_dir / STOP_FILE).exists()
+    stopped = distributed.agree((run_dir / STOP_FILE).exists())
     step = trainer.state.global_step
     evaluated_now = any("eval_loss" in entry and entry.get("step") == step for entry in trainer.state.log_history)
     if val_set is not None and not stopped and not evaluated_now:
         # The final validation loss, unless the Trainer has just measured it (its last step was an eval step).
-        trainer.evaluate()  # its on_log writes the "eval" event
+        trainer.evaluate()  # its on_log writes the "eval" event; every rank takes part
     adapter_dir = run_dir / ADAPTER_DIR
+    if trainer.is_fsdp_enabled:
+        # Sharded weights: every rank hands its shard to the save (the Trainer writes on rank 0 only). The best
+        # adapter is not kept apart under FSDP (it would need the same gathering at every evaluation).
+        trainer.save_model(str(adapter_dir))
+    if not distributed.is_main():
+        return "stopped" if stopped else "finished"  # the run's files are rank 0's to write
     last_loss = next((entry["eval_loss"] for entry in reversed(trainer.state.log_history)
                       if "eval_loss" in entry and entry.get("step") == step), None)
     adapter_step = step
-    if keeper.better_than(last_loss, step):
+    if keeper.better_than(last_loss, step) and not trainer.is_fsdp_enabled:
         # The last evaluation is worse than the best one: the adapter kept is the best evaluation's.
         import shutil
 
@@ -279,13 +337,15 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
         log.info("adapter of step %d kept (validation loss %.4f; %.4f at step %d)", adapter_step, keeper.best_loss,
                  last_loss, step)
     else:
-        save_adapter(trainer.model, adapter_dir)
+        if not trainer.is_fsdp_enabled:
+            save_adapter(trainer.model, adapter_dir)
         tokenizer.save_pretrained(adapter_dir)
     status = "stopped" if stopped else "finished"
     # The speed as this process measured it, not re-read from events.jsonl: the adapter is saved, and nothing in
     # that file (a damaged line) or in the speed record (a full disk) may turn a finished run into a failed one.
     speed = reporter.last_tokens_per_s
-    if speed and trainer.state.global_step >= 10:  # too short a run measures start-up, not speed
+    if speed and trainer.state.global_step >= 10 and distributed.world_size() == 1:  # too short a run measures
+        # start-up, not speed; several processes measure another speed than the record is for
         from .estimate import record_speed
 
         try:
@@ -306,9 +366,21 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
                  best_eval_loss=keeper.best_loss, message=why or None,
                  report=report_file(report), verdict=report["verdict"]["text"] if report else None)
     write_status(run_dir, status=status, step=trainer.state.global_step, total_steps=trainer.state.max_steps,
-                 pid=os.getpid(), **({"message": why} if why else {}))
+                 pid=distributed.run_pid(), **({"message": why} if why else {}))
     (run_dir / STOP_FILE).unlink(missing_ok=True)
     return status
+
+
+def unmark_prepared(trainer) -> None:
+    """After an evaluation before training, with several processes: accelerate marks the model it prepared for the
+    evaluation (no DDP wrapper: evaluating needs none) as prepared for good, and train() would then train it
+    unwrapped, each rank on its own gradients (measured: the ranks' weights parted after one step). Forgetting the
+    mark lets train() wrap it in DDP (accelerate 1.16, transformers 5.25)."""
+    model = trainer.model
+    if distributed.world_size() > 1 and not trainer.is_fsdp_enabled and getattr(model, "_is_accelerate_prepared", 0):
+        model._is_accelerate_prepared = False
+        if model in trainer.accelerator._models:
+            trainer.accelerator._models.remove(model)
 
 
 def report_card(run_dir: Path, trainer, step: int) -> dict | None:
@@ -322,7 +394,7 @@ def report_card(run_dir: Path, trainer, step: int) -> dict | None:
 
     def progress(stage: str) -> None:
         # "running" with a message: the run is busy, not stalled (jobs.stalled_for), until the "end" event.
-        write_status(run_dir, status="running", step=step, total_steps=total, pid=os.getpid(),
+        write_status(run_dir, status="running", step=step, total_steps=total, pid=distributed.run_pid(),
                      message=f"Writing the report card: {stage}")
 
     try:
@@ -371,7 +443,11 @@ def cpu_precision(config: RunConfig, model_config=None):
     if models.cuda_available():
         return None
     shape = precision.model_shape(model_config) if model_config is not None else None
-    chosen = precision.choose(config.cpu_precision, shape=shape)
+    setting = config.cpu_precision
+    if setting == precision.AUTO and distributed.world_size() > 1:
+        # The probe times both formats: ranks could choose differently, and DDP needs the same weights everywhere.
+        setting = precision.FP32
+    chosen = precision.choose(setting, shape=shape)
     log.info("cpu precision: %s (%s)", chosen.name, chosen.reason)
     return chosen
 
@@ -385,11 +461,10 @@ def build_trainer(config: RunConfig, method: Method, model, tokenizer, train_set
                   callbacks=(), precision=None):
     """The Trainer of a run, with the studio's fast path: trained-positions-only loss, thread tuning on CPU.
     `precision`: the CPU format (cpu_precision); bf16 runs each forward under CPU autocast."""
-    import torch
     from transformers import PrinterCallback, ProgressCallback
 
     callbacks = list(callbacks)
-    if TUNE_CPU_THREADS and not torch.cuda.is_available():
+    if tune_threads():
         callbacks.append(callback_class("CpuThreadTuner")())
     args = training_arguments(config, method, run_dir, has_eval=val_set is not None)
     point_tracker_at(config, run_dir)
@@ -397,10 +472,20 @@ def build_trainer(config: RunConfig, method: Method, model, tokenizer, train_set
                                      data_collator=packing.make_collator(config, tokenizer),
                                      processing_class=tokenizer, callbacks=callbacks)
     trainer.cpu_bf16 = precision is not None and precision.bf16
+    log.info("rank %d of %d processes (%s)", distributed.rank(), trainer.accelerator.num_processes,
+             trainer.accelerator.distributed_type)
     # Progress goes to events.jsonl; the worker's stdout carries only the run folder.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     return trainer
+
+
+def tune_threads() -> bool:
+    """The CPU thread tuner runs on a CPU with one process. With several, each rank waits for the slowest at every
+    gradient all-reduce: one rank's timings would chase the others' noise (torchrun gives each rank one thread)."""
+    import torch
+
+    return TUNE_CPU_THREADS and not torch.cuda.is_available() and distributed.world_size() == 1
 
 
 def save_adapter(model, folder: Path) -> None:
@@ -493,11 +578,10 @@ def build_preference_trainer(objective: methods.Objective, config: RunConfig, me
     adapter ("ref", which changes nothing: LoRA starts at zero) with ref_model=None, so no second model is loaded.
     QLoRA's 4-bit base works the same way on a GPU (TRL casts the adapter to bf16 there)."""
     import datasets
-    import torch
     from transformers import PrinterCallback, ProgressCallback
 
     callbacks = list(callbacks)
-    if TUNE_CPU_THREADS and not torch.cuda.is_available():
+    if tune_threads():
         callbacks.append(callback_class("CpuThreadTuner")())
     args = preference_arguments(config, objective, method, run_dir, has_eval=val_set is not None)
     point_tracker_at(config, run_dir)
@@ -561,7 +645,8 @@ def load_datasets(config: RunConfig, tokenizer):
     train_set = encode_dataset(train_examples, tokenizer, config)
     val_set = encode_dataset(val_examples, tokenizer, config) if val_examples else None
     if folder is not None:
-        _write_tokenized(folder, train_set, val_set)
+        if distributed.is_main():  # ranks of one run tokenise the same rows: one writes the entry
+            _write_tokenized(folder, train_set, val_set)
     return train_set, val_set
 
 
@@ -858,6 +943,11 @@ def training_argument_values(config: RunConfig, method: Method, run_dir: Path, h
         project=TRACKER_PROJECT,
         dataloader_num_workers=0,
         disable_tqdm=True,
+        # Several processes (studio/distributed.py): a rank that stops answering fails the run within this many
+        # seconds; every LoRA weight takes part in every step, so DDP need not search for unused ones.
+        ddp_timeout=distributed.COLLECTIVE_TIMEOUT_S,
+        ddp_find_unused_parameters=False,
+        **distributed.fsdp_arguments(config, distributed.world_size()),
     )
 
 
@@ -921,6 +1011,10 @@ def studio_trainer_class():
                 # Trained tokens of the whole accumulated step, as transformers' own loss divides by.
                 count = num_items_in_batch
                 loss = loss / (count.to(loss.device).clamp(min=1) if torch.is_tensor(count) else max(count, 1))
+                if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                    # count holds every rank's trained tokens and DDP averages the gradients over ranks: times the
+                    # ranks, each rank's share of the global mean, as transformers' own compute_loss does.
+                    loss = loss * self.accelerator.num_processes
                 self.loss_is_scaled_for_ga = True
             else:
                 loss = loss / keep.sum().clamp(min=1)
@@ -1009,12 +1103,14 @@ class _EventHooks:
                           resumed_from=state.global_step or None, epochs=args.num_train_epochs,
                           cpu_precision=self.precision.name if self.precision else None,
                           cpu_precision_reason=self.precision.reason if self.precision else None,
-                          objective=self.objective, **feedback.start_fields(self.config))
+                          objective=self.objective, processes=args.world_size,
+                          global_batch=distributed.global_batch(self.config, args.world_size),
+                          **feedback.start_fields(self.config))
         self.training = True
         self._status(state, "running", force=True)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if (self.run_dir / STOP_FILE).exists():
+        if distributed.agree((self.run_dir / STOP_FILE).exists()):  # rank 0 decides for every rank
             log.info("stop requested at step %d", state.global_step)
             control.should_training_stop = True
             control.should_save = True  # stop = a checkpoint to resume from, plus the adapter
@@ -1058,7 +1154,7 @@ class _EventHooks:
         if not force and now - self.last_status < 0.5:
             return
         self.last_status = now
-        write_status(self.run_dir, status=status, step=state.global_step, epoch=state.epoch, pid=os.getpid(),
+        write_status(self.run_dir, status=status, step=state.global_step, epoch=state.epoch, pid=distributed.run_pid(),
                      **self._speed(state))
 
 
@@ -1195,8 +1291,9 @@ class _BestAdapterHooks:
             return
         if self.best_loss is None or loss < self.best_loss:
             self.best_loss, self.best_step, self.since_best = loss, state.global_step, 0
-            with replacing_folder(self.run_dir / BEST_ADAPTER_DIR) as tmp:
-                save_adapter(model, tmp)
+            if distributed.is_main() and not args.fsdp:  # the loss is gathered: every rank agrees on the best
+                with replacing_folder(self.run_dir / BEST_ADAPTER_DIR) as tmp:
+                    save_adapter(model, tmp)
             return
         self.since_best += 1
         if self.patience and self.since_best >= self.patience and state.global_step < state.max_steps:
