@@ -131,8 +131,8 @@ def global_batch(config: RunConfig, processes: int) -> int:
     return config.batch_size * config.gradient_accumulation * max(processes, 1)
 
 
-def other_machine_command(config_file: str, node_rank: int) -> str:
-    """The command to run on machine `node_rank` (1, 2, ...) of a run that spans several: the same config file."""
+def machine_command(config_file: str, node_rank: int) -> str:
+    """The command to run on machine `node_rank` of a run that spans several: the same config file on each."""
     return f"python -m studio train {config_file} --node-rank {node_rank}"
 
 

@@ -29,6 +29,7 @@ CPU_FLOPS_PER_CORE = 3.5e10
 CPU_BF16_STEP_GAIN = 1.2
 # Effective FLOP/s on a GPU for QLoRA / LoRA-16: a conservative 25% of an A100-class bf16 peak.
 GPU_FLOPS = 0.25 * 312e12
+MULTI_GPU_EFFICIENCY = 0.9  # share of a GPU's own speed each of several keeps (gradient all-reduce, waiting)
 LOAD_OVERHEAD_S = {"cpu": 10.0, "gpu": 30.0}  # model load, tokenisation, adapter save (CPU: 9 s measured)
 
 
@@ -42,13 +43,21 @@ class Estimate:
     tokens_per_s: float
     seconds: float
     basis: str  # where tokens_per_s came from, in words
+    processes: int = 1  # training processes on all machines (one per GPU)
+    global_batch: int = 0  # examples per optimizer step, all processes together
+    sharded: bool = False  # FSDP: the weights split across the GPUs (memory_gb is one GPU's)
 
     def summary(self) -> str:
         minutes = self.seconds / 60
         when = f"about {minutes:.0f} min" if minutes >= 1.5 else f"about {self.seconds:.0f} s"
+        where = ""
+        if self.processes > 1:
+            how = "the weights split across them (FSDP)" if self.sharded else "a whole copy on each (DDP)"
+            where = (f" On **{self.processes} processes**, {how}; memory per GPU; global batch "
+                     f"{self.global_batch} examples a step.")
         return (f"Estimated peak memory **{self.memory_gb:.1f} GB** of {self.available_gb:.0f} GB ({self.fit}); "
                 f"**{self.steps} steps**, {self.tokens:,} tokens, {when} at ~{self.tokens_per_s:,.0f} tokens/s "
-                f"({self.basis}).")
+                f"({self.basis}).{where}")
 
 
 def _speeds_file() -> Path:
@@ -125,7 +134,10 @@ def estimate_run(config: RunConfig) -> Estimate:
     rows, tokens_per_epoch = _dataset_tokens(json.dumps(keyed, sort_keys=True), mtime)
     config.check_data_size(rows)
     params, hidden, layers = model_shape(config.model)
-    per_step_rows = config.batch_size * config.gradient_accumulation
+    from . import distributed
+
+    processes = distributed.processes_per_node(config) * config.nodes
+    per_step_rows = distributed.global_batch(config, processes)  # batch_size is per process
     steps_per_epoch = max(1, math.ceil(rows / per_step_rows))
     steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(steps_per_epoch * config.epochs))
     tokens = int(tokens_per_epoch / rows * per_step_rows * steps) if rows else 0
@@ -149,6 +161,11 @@ def estimate_run(config: RunConfig) -> Estimate:
     objective = data.objective_of(config)
     trained = objective.forwards - objective.reference_forwards
     cost = 1 + objective.reference_forwards / trained / 3 if objective.needs_preferences else 1.0
+    if processes > 1 and hardware["cuda"]:
+        # Each GPU trains its share of every step; the gradient exchange costs some of the gain (DDP's usual 90%).
+        speed *= processes * MULTI_GPU_EFFICIENCY
+        basis += f", x{processes} GPUs at {MULTI_GPU_EFFICIENCY:.0%} each"
+    # (On a CPU, several processes share the same cores: no faster.)
     overhead = LOAD_OVERHEAD_S["gpu" if hardware["cuda"] else "cpu"]
     seconds = overhead + cost * tokens / max(speed, 1e-9)
     if config.validation_fraction > 0 or config.validation_path:
@@ -168,7 +185,12 @@ def estimate_run(config: RunConfig) -> Estimate:
     seq, batch = (mean_len * config.batch_size, 1) if packed else (config.max_seq_length, config.batch_size)
     if objective.needs_preferences:  # TRL pads a batch of chosen and rejected answers: twice the rows, no packing
         seq, batch = config.max_seq_length, 2 * config.batch_size
-    memory = models.estimate_memory_gb(params / 1e9, method, seq, batch, hidden=hidden, layers=layers)
+    sharded = distributed.uses_fsdp(config, processes)
+    memory = models.estimate_memory_gb(params / 1e9, method, seq, batch, hidden=hidden, layers=layers,
+                                       shards=processes if sharded else 1)
     available = hardware.get("gpu_memory_gb") or hardware["ram_gb"]
+    if processes > 1 and not hardware["cuda"]:
+        memory *= processes  # CPU processes share the machine's memory, each with its own copy of the model
     return Estimate(memory_gb=memory, available_gb=available, fit=models.fit_badge(memory, available), steps=steps,
-                    tokens=tokens, tokens_per_s=speed, seconds=seconds, basis=basis)
+                    tokens=tokens, tokens_per_s=speed, seconds=seconds, basis=basis, processes=processes,
+                    global_batch=per_step_rows, sharded=sharded)

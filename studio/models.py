@@ -300,12 +300,16 @@ def detect_hardware() -> dict:
     import torch
 
     info = {"cuda": torch.cuda.is_available(), "cpu_count": os.cpu_count() or 1,
-            "ram_gb": psutil.virtual_memory().total / 2**30}
+            "ram_gb": psutil.virtual_memory().total / 2**30, "gpu_count": 0}
     if info["cuda"]:
         props = torch.cuda.get_device_properties(0)
         info.update(gpu_name=props.name, gpu_memory_gb=props.total_memory / 2**30,
-                    bf16=native_bf16())
+                    bf16=native_bf16(), gpu_count=torch.cuda.device_count())
         info["summary"] = f"GPU: {props.name}, {info['gpu_memory_gb']:.0f} GB - QLoRA 4-bit is the default."
+        if info["gpu_count"] > 1:
+            info["summary"] = (f"GPUs: {info['gpu_count']} x {props.name}, {info['gpu_memory_gb']:.0f} GB each - "
+                               f"QLoRA 4-bit is the default. A run uses every GPU (devices auto): each trains a share "
+                               f"of every batch, or holds a share of the weights (FSDP) for a model too big for one.")
     else:
         info["summary"] = (f"CPU only ({info['cpu_count']} cores, {info['ram_gb']:.0f} GB RAM): LoRA in fp32, "
                            f"slow but works. 4-bit QLoRA needs a CUDA GPU.")
@@ -394,13 +398,14 @@ def load_base_model(name: str, method: str | Method = methods.LORA32, trust_remo
 
 # --- memory estimate -------------------------------------------------------------------
 def estimate_memory_gb(params_b: float, method: str | Method, seq_len: int, batch_size: int,
-                       hidden: int | None = None, layers: int | None = None) -> float:
+                       hidden: int | None = None, layers: int | None = None, shards: int = 1) -> float:
     """Rough peak memory in GB for LoRA training: weights + activations + a fixed overhead.
 
     Weights: Method.bytes_per_param (0.55 for NF4 with double quantisation, 4 bits + scales; 2 for 16-bit; 4 for
     fp32). Activations grow with tokens x hidden x layers; the constant is fitted loosely to published QLoRA
     figures. LoRA weights and their Adam state are small (<2% of params). `method`: a name, "auto" (as this
-    machine would resolve it) or a Method.
+    machine would resolve it) or a Method. `shards`: GPUs whose FSDP splits the weights among them (1 = each GPU
+    holds them all, DDP): the figure is then one GPU's, its share of the weights plus its own activations.
     """
     method = method_here(method)
     weights = params_b * 1e9 * method.bytes_per_param
@@ -421,7 +426,7 @@ def estimate_memory_gb(params_b: float, method: str | Method, seq_len: int, batc
     activations = per_token * seq_len * batch_size
     # CUDA context and kernels for the half-precision methods, which run on a GPU; fp32 runs mostly on a CPU.
     overhead = 0.8e9 if method.half else 0.3e9
-    return (weights * 1.05 + activations + overhead) / 2**30
+    return (weights * 1.05 / max(shards, 1) + activations + overhead) / 2**30
 
 
 def fit_badge(estimate_gb: float, available_gb: float) -> str:

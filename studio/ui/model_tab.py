@@ -26,9 +26,15 @@ def catalog_table(method: str, seq_len: int, batch_size: int) -> pd.DataFrame:
     rows = [(BUNDLED_MODEL, models.BUNDLED_PARAMS_B, 8192, "Apache-2.0")]
     rows += [(e.hub_id, e.params_b, e.context, e.licence) for e in models.CATALOG]
     table = []
+    gpus = hardware["gpu_count"]
     for name, params_b, context, licence in rows:
         estimate = models.estimate_memory_gb(params_b, method, seq_len, batch_size)
         badge = models.fit_badge(estimate, available)
+        if badge == "too big" and gpus > 1:
+            # Sharding auto: a model too big for one GPU is split across all of them (FSDP), per GPU this much.
+            estimate = models.estimate_memory_gb(params_b, method, seq_len, batch_size, shards=gpus)
+            badge = models.fit_badge(estimate, available)
+            badge = f"{badge} (split over {gpus} GPUs)" if badge != "too big" else badge
         table.append({"Model": name, "Parameters": f"{params_b:g} B", "Context": f"{context:,}", "Licence": licence,
                       "Est. memory (longest rows)": f"{estimate:.1f} GB", "Fit": badge,
                       "Needs": "nothing (offline)" if name == BUNDLED_MODEL else "hub connection"})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .. import distributed
 from ..config import PRESETS, RunConfig, apply_preset
 from .common import (
     START_PRESET,
@@ -32,14 +33,22 @@ OPTIMISER_FIELDS = ["lr_scheduler", "warmup_ratio", "gradient_accumulation", "pa
 LORA_FIELDS = ["lora_rank", "lora_alpha", "lora_dropout", "target_modules", "gradient_checkpointing",
                "preference_beta"]  # the last: DPO and ORPO only (the training goal in MAIN_FIELDS)
 MONITOR_FIELDS = ["eval_every", "save_every", "keep_checkpoints", "logging_every"]
+HARDWARE_FIELDS = ["devices", "sharding", "nodes", "master_addr", "master_port"]  # several GPUs or machines
 ESTIMATE_FIELDS = ["epochs", "max_steps", "batch_size", "max_seq_length", "method", "gradient_accumulation", "packing",
-                   "eval_every", "objective"]  # the fields the time or memory estimate depends on
+                   "eval_every", "objective", "devices", "sharding", "nodes"]  # what the estimate follows
 PRESET_FIELDS = sorted({k for values in PRESETS.values() for k in values})  # what a preset sets, in this order
 
 
 def command_for(config: RunConfig) -> tuple[str, str]:
-    """(config JSON, shell command) that reproduce this run headless."""
-    return config.to_json(), "python -m studio train my-run.json   # save the config above as my-run.json"
+    """(config JSON, shell command) that reproduce this run headless; for a run on several machines, the command
+    of each machine (the same config file, its own node rank)."""
+    command = "python -m studio train my-run.json   # save the config above as my-run.json"
+    if config.nodes > 1:
+        lines = [f"{distributed.machine_command('my-run.json', rank)}   # on machine {rank}"
+                 for rank in range(config.nodes)]
+        command = ("# The same config file and data (same paths) on every machine; machine 0 "
+                   f"({config.master_addr or 'set master_addr'}) shows the run.\n" + "\n".join(lines))
+    return config.to_json(), command
 
 
 def differences_from_preset(preset: str, config: RunConfig) -> str:
@@ -120,6 +129,10 @@ def build_settings_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
                 fields(LORA_FIELDS)
                 gr.Markdown("#### Validation and checkpoints")
                 fields(MONITOR_FIELDS)
+    with gr.Accordion("Several GPUs or machines (one run on all of them)", open=False, elem_id="hardware-settings"):
+        gr.Markdown("Batch size is per GPU: each step trains on batch size x gradient accumulation x GPUs x machines "
+                    "examples. For several machines, \"Show as command\" below gives the command for each.")
+        fields(HARDWARE_FIELDS)
 
     with gr.Accordion("Show as command / load a config file", open=False):
         gr.Markdown("The same run without the browser: save the config and run the command. Loading a config "
@@ -137,7 +150,7 @@ def build_settings_tab(ctx: UIContext, tab: gr.Tab | None = None) -> None:
     preset.change(preset_values, preset, ctx.form(PRESET_FIELDS), api_visibility="private")
     show.click(bind(show_command, ctx, names), form, [config_json, command, download], api_visibility="private")
     upload.upload(bind(load_config, ctx, names), upload, [*form, load_note], api_visibility="private")
-    for name in MAIN_FIELDS + OPTIMISER_FIELDS + LORA_FIELDS + MONITOR_FIELDS:
+    for name in MAIN_FIELDS + OPTIMISER_FIELDS + LORA_FIELDS + MONITOR_FIELDS + HARDWARE_FIELDS:
         ctx.fields[name].change(bind(preset_note, ctx, names), [preset, *form], note, show_progress="hidden",
                                 api_visibility="private")
     # The estimate follows what changes it; a preset sets several fields at once, and only the last redraw counts.
