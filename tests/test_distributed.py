@@ -170,3 +170,12 @@ def test_process_settings_are_checked_with_the_fix():
     plan = distributed.plan(RunConfig(devices="2", nodes=2, master_addr="10.0.0.1"), node_rank=1)
     assert (plan.world_size, plan.node_rank, plan.master_addr) == (4, 1, "10.0.0.1")
     assert distributed.global_batch(RunConfig(batch_size=2, gradient_accumulation=3), 4) == 24
+
+
+def test_settings_show_the_command_of_every_machine():
+    from studio.ui.settings_tab import command_for
+
+    _, command = command_for(RunConfig(nodes=2, master_addr="10.0.0.1", devices="2"))
+    assert "python -m studio train my-run.json --node-rank 0" in command
+    assert "python -m studio train my-run.json --node-rank 1" in command and "10.0.0.1" in command
+    assert "--node-rank" not in command_for(RunConfig())[1]
