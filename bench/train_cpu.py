@@ -247,7 +247,7 @@ def matmul_peak(args, earlier=None):
     if earlier is not None:
         best = [max(a, b) for a, b in ((peak.fp32_flops, earlier.fp32_flops), (peak.bf16_flops, earlier.bf16_flops))]
         peak = precision.Precision(earlier.name, earlier.reason, *best)
-    return peak, estimate._model_shape(BUNDLED_MODEL)[0]
+    return peak, estimate.model_shape(BUNDLED_MODEL)[0]
 
 
 def _best_of(dtype_name, threads, shape, budget_s):

@@ -101,9 +101,6 @@ def model_shape(model: str) -> tuple[float, int, int]:
     return float(layers * per_layer + embeddings), hidden, layers
 
 
-_model_shape = model_shape  # the name bench/train_cpu.py uses
-
-
 @lru_cache(maxsize=8)
 def _dataset_tokens(config_json: str, mtime: float) -> tuple[int, int]:
     """(training rows, real training tokens per epoch) - cached per data file version and settings."""

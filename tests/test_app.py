@@ -46,7 +46,7 @@ def test_ui_serves_the_page_quickly(tmp_path):
         assert not api["unnamed_endpoints"]
         assert set(api["named_endpoints"]) == {"/chat", "/stop", "/clear", "/refresh_runs", "/list_runs",
                                                "/batch_compare", "/validation_loss", "/export_zip",
-                                               "/export_merged", "/push_to_hub"}
+                                               "/export_merged", "/push_to_hub", "/train_next_version"}
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -382,3 +382,16 @@ def test_a_next_versions_status_says_what_it_continues_and_how_many_corrections(
     run_dir = make_run(runs_dir, "v2", "running", events, step=1, total_steps=2)
     text = train_tab.status_markdown(run_dir, read_status(run_dir), replay(read_events(run_dir)))
     assert "Next version of run v1: continues its fine-tuning on its data plus 1 correction made in Chat." in text
+
+
+def test_a_run_of_several_processes_says_how_many_and_its_global_batch(runs_dir):
+    events = [("start", {"total_steps": 4, "method": "lora32", "processes": 2, "global_batch": 8}),
+              ("log", {"step": 1, "loss": 2.0, "tokens_per_s": 10.0})]
+    run_dir = make_run(runs_dir, "ddp", "running", events, step=1, total_steps=4)
+    text = train_tab.status_markdown(run_dir, read_status(run_dir), replay(read_events(run_dir)))
+    assert "**2 processes** (one per GPU) train together: each step learns from 8 examples" in text
+    single = make_run(runs_dir, "one", "running", [("start", {"total_steps": 4, "method": "lora32", "processes": 1,
+                                                              "global_batch": 4}),
+                                                   ("log", {"step": 1, "loss": 2.0, "tokens_per_s": 10.0})],
+                      step=1, total_steps=4)
+    assert "processes" not in train_tab.status_markdown(single, read_status(single), replay(read_events(single)))

@@ -138,7 +138,7 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
                   f"Speed **{float(status.get('tokens_per_s') or last.get('tokens_per_s') or 0):,.0f} tokens/s** · "
                   f"memory {float(status.get('memory_gb') or last.get('memory_gb') or 0):.2f} GB · method "
                   f"{methods.LABELS.get(history.start.get('method'), history.start.get('method', '-'))}"
-                  + cpu_precision_words(history.start)]
+                  + cpu_precision_words(history.start) + processes_words(history.start)]
     if history.train_loss:
         lines.append(f"Train loss **{history.train_loss[-1]:.4f}**" + (
             f" · best validation loss **{history.best_eval_loss:.4f}**" if history.best_eval_loss is not None else ""))
@@ -171,6 +171,15 @@ def status_markdown(run_dir, status: dict, history, stalled_s: float | None = No
         lines.append(f"\n{history.end['message']}")
     lines += report_lines(run_dir)
     return "\n\n".join(lines)
+
+
+def processes_words(start: dict) -> str:
+    """With several processes (GPUs, machines): how many, and the global batch they make together."""
+    processes = start.get("processes")
+    if not isinstance(processes, int) or processes < 2:
+        return ""
+    return (f" · **{processes} processes** (one per GPU) train together: each step learns from "
+            f"{start.get('global_batch', '?')} examples (batch size x gradient accumulation x processes)")
 
 
 def cpu_precision_words(start: dict) -> str:
