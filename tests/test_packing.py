@@ -330,10 +330,19 @@ def test_cache_key_follows_exactly_the_tokenised_data_fields(tokenizer, tmp_path
     changed = {"validation_fraction": 0.3, "seed": 7, "prompt_column": "q", "response_column": "a",
                "system_column": "s", "text_column": "t", "max_seq_length": 64, "train_on_answers_only": False,
                "trust_remote_code": True, "model": "other/model",
-               "system_prompt": "You answer as the clinic's front desk."}
-    assert set(changed) == set(train.TOKENIZED_DATA_FIELDS) - {"data_path", "validation_path"}
+               "system_prompt": "You answer as the clinic's front desk.", "objective": "sft"}
+    assert set(changed) == set(train.TOKENIZED_DATA_FIELDS) - {"data_path", "validation_path", "corrections_path"}
     for name, value in changed.items():
         assert train.tokenized_cache_key(dataclasses.replace(config, **{name: value}), tokenizer) != key, name
+    # Files count by their bytes: a next version's corrections, and a change in them.
+    corrections = tmp_path / "corrections.jsonl"
+    corrections.write_text('{"messages": [{"role": "user", "content": "Q?"}], "answer": "A.", "correction": "B."}\n')
+    with_corrections = train.tokenized_cache_key(dataclasses.replace(config, corrections_path=str(corrections)),
+                                                 tokenizer)
+    assert with_corrections != key
+    corrections.write_text('{"messages": [{"role": "user", "content": "Q?"}], "answer": "A.", "correction": "C."}\n')
+    assert train.tokenized_cache_key(dataclasses.replace(config, corrections_path=str(corrections)),
+                                     tokenizer) != with_corrections
     for name, value in {"learning_rate": 1e-3, "lora_rank": 4, "epochs": 3.0, "packing": False}.items():
         assert train.tokenized_cache_key(dataclasses.replace(config, **{name: value}), tokenizer) == key, name
 

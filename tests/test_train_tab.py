@@ -217,13 +217,15 @@ def test_stop_and_resume_are_offered_only_when_they_can_act(runs_dir):
 
 
 def test_a_second_start_while_training_says_the_run_trains_not_that_start_failed(runs_dir, ctx):
-    make_run(runs_dir, "20990101-000000-first", "running", [("start", {"total_steps": 9})], pid=os.getpid())
+    first = make_run(runs_dir, "20990101-000000-first", "running", [("start", {"total_steps": 9})],
+                     pid=os.getpid())
     good = RunConfig(model="tiny-test", data_path=str(sorted(SAMPLES_DIR.glob("*.jsonl"))[0]), max_steps=2)
+    good.save(first / CONFIG_FILE)  # the press that started it: the same settings
     view = train_tab.start_training(ctx, list(good.to_dict()), *good.to_dict().values())
     assert "Cannot" not in view.notice and "failed" not in view.notice
-    assert view.notice.startswith("Run **20990101-000000-first** is training") and "Stop" in view.notice
+    assert view.notice == "Run **20990101-000000-first** is training with these settings (shown below)."
     assert view.run_select["value"] == "20990101-000000-first"  # the run shown is the one training
-    assert sorted(p.name for p in runs_dir.iterdir()) == ["20990101-000000-first"]
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["20990101-000000-first"]  # nothing queued either
 
 
 def test_a_start_failure_goes_when_a_setting_changes(runs_dir):
