@@ -58,6 +58,7 @@ FORWARD_TOKENS = 4096  # tokens per teacher-forced batch (rows x longest row): a
 # so fewer, larger batches pay; but a finished row is computed until its whole batch ends, so rows are batched by
 # their length limit (similar lengths together).
 GENERATE_ROWS = 32
+SHRINKING_BATCH = True  # greedy answers drop finished rows from their batch (greedy_shrinking); the bench switches
 # A row is a copy when the tuned model's own first choice is the training token at this share of its answer
 # tokens: greedy decoding then reproduces it (near) word for word. Rows with fewer answer tokens cannot tell a
 # copy from a short, obvious answer ("Yes.") and are not counted.
@@ -289,6 +290,46 @@ class _RowLimits:
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
+def greedy_shrinking(model, ids, mask, stops: _RowLimits, settings) -> list[list[int]]:
+    """Greedy decoding of a left-padded batch, as model.generate(do_sample=False) with the same repetition penalty
+    computes it, but a row that is done (`stops`: its limit, its end of turn, a loop) leaves the batch at once, its
+    rows of the KV cache with it: with generate() it is computed until the longest answer of its batch ends.
+    Returns each row's new tokens."""
+    import torch
+    from transformers import DynamicCache, RepetitionPenaltyLogitsProcessor
+
+    penalty = (RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)
+               if settings.repetition_penalty != 1.0 else None)
+    cache = DynamicCache()
+    active = list(range(ids.shape[0]))  # the batch rows still generating, in the order of the tensors below
+    sequences, new_tokens = ids, [[] for _ in active]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them: padding takes no position
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True).logits[:, -1, :]
+    while True:
+        scores = penalty(sequences, logits.float()) if penalty is not None else logits
+        chosen = scores.argmax(-1)
+        sequences = torch.cat([sequences, chosen[:, None]], dim=1)
+        for j, row in enumerate(active):
+            new_tokens[row].append(int(chosen[j]))
+        # _RowLimits reads the last column of the full batch: give it one row per batch row, done rows padded.
+        full = torch.full((len(stops.limits), sequences.shape[1]), -1, dtype=sequences.dtype)
+        full[active] = sequences.cpu()
+        done = stops(full, None)
+        keep = [j for j, row in enumerate(active) if not done[row]]
+        if not keep:
+            return new_tokens
+        if len(keep) < len(active):
+            index = torch.tensor(keep, device=sequences.device)
+            cache.batch_select_indices(index)
+            sequences, mask, chosen = sequences[index], mask[index], chosen[index]
+            active = [active[j] for j in keep]
+        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=mask.device)], dim=1)
+        position = mask.sum(-1, keepdim=True) - 1
+        logits = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
+                       use_cache=True).logits[:, -1, :]
+
+
 def generate_answers(session, conversations: list[list[dict]], limits: list[int], use_adapter: bool,
                      settings=None) -> list[Answer]:
     """Greedy answers (the Chat tab's default settings) to each conversation, batched, each cut at its limit."""
@@ -319,11 +360,15 @@ def generate_answers(session, conversations: list[list[dict]], limits: list[int]
         stops = _RowLimits(width, [limits[i] for i in batch], eos_ids)
         with adapter_state(session, use_adapter) as model:
             torch.manual_seed(settings.seed)
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 stopping_criteria=StoppingCriteriaList([stops]),
-                                 **{**kwargs, "max_new_tokens": max(limits[i] for i in batch)})
+            if settings.temperature == 0 and SHRINKING_BATCH:
+                generated = greedy_shrinking(model, ids.to(device), mask.to(device), stops, settings)
+            else:
+                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                     stopping_criteria=StoppingCriteriaList([stops]),
+                                     **{**kwargs, "max_new_tokens": max(limits[i] for i in batch)})
+                generated = [out[row, width:].tolist() for row in range(len(batch))]
         for row, i in enumerate(batch):
-            new = out[row, width:].tolist()
+            new = generated[row]
             end = next((k for k, t in enumerate(new) if t in eos_ids), None)
             tokens = new if end is None else new[:end]
             tokens = tokens[:limits[i]]

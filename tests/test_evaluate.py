@@ -392,3 +392,23 @@ def test_the_verdict_of_a_good_run_says_ready_with_the_numbers():
     assert text.startswith("Better at your task (+40% closer to your answers): chrF 30 \u2192 42 on 20 held-out rows")
     assert "general knowledge kept (-1 points: 50% \u2192 49%" in text and "no parroting" in text
     assert "ready to share." in text
+
+
+def test_a_finished_answer_leaves_its_batch_and_the_answers_stay_generates(chat_session, monkeypatch):
+    """greedy_shrinking gives what model.generate gives, but stops computing a row once it is done."""
+    prompts = ["Hello", "What do people drink on Zorblax?", "A much longer question about the markets at dawn?"]
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    limits = [2, 24, 9]
+    monkeypatch.setattr(evaluate, "SHRINKING_BATCH", False)
+    expected = [a.tokens for a in evaluate.generate_answers(chat_session, conversations, limits, True)]
+    monkeypatch.setattr(evaluate, "SHRINKING_BATCH", True)
+    widths = []
+    hook = chat_session.model.get_base_model().register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        answers = evaluate.generate_answers(chat_session, conversations, limits, True)
+    finally:
+        hook.remove()
+    assert [a.tokens for a in answers] == expected
+    assert widths[0] == 3 and widths[-1] == 1  # all three rows at first, the longest answer alone at the end
+    assert sum(widths) < 3 * len(widths)
