@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,10 @@ class RunConfig:
                 raise ConfigError(f"{f.name} is {value!r}; choose one of: {', '.join(choices)}.")
         if not self.model:
             raise ConfigError("model is empty: pick the bundled model, a hub id or a local folder.")
+        if self.master_addr and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?",
+                                                 self.master_addr):
+            raise ConfigError(f"master_addr {self.master_addr!r} is not a host name or an IP address: give the "
+                              f"address of machine 0, such as 192.168.1.20 or gpu-box-0.")
         if not self.target_modules:
             raise ConfigError("target_modules is empty: use 'all-linear' or a comma list such as q_proj,v_proj.")
         self.devices = self.devices.lower() or "auto"

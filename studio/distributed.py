@@ -175,6 +175,20 @@ def launch(run_dir: Path, launch_plan: Plan) -> tuple[str, str]:
                          message="Stopped: the training processes were ended. Resume continues from the last "
                                  "checkpoint.")
         return "stopped", ""
+    except Exception as err:  # noqa: BLE001 - torchrun could not bring the processes together: one sentence
+        log.error("torchrun failed to start the run", exc_info=True)
+        message = meeting_failure_sentence(err, launch_plan)
+        try:
+            write_status(run_dir, status="failed", message=message, pid=os.getpid(), elapsed=time.time() - started)
+            if here:
+                events = EventWriter(run_dir)
+                try:
+                    events.write("error", message=message, kind="user", log_tail=log_tail(run_dir))
+                finally:
+                    events.close()
+        except OSError as write_error:
+            log.info("failed status not written: %s", write_error)
+        return "failed", message
     finally:
         os.environ.pop(LAUNCHER_PID_ENV, None)
         (run_dir / PID_FILE).unlink(missing_ok=True)
@@ -202,6 +216,19 @@ def launch(run_dir: Path, launch_plan: Plan) -> tuple[str, str]:
     except OSError as err:
         log.info("failed status not written: %s", err)
     return "failed", message
+
+
+def meeting_failure_sentence(err: BaseException, launch_plan: Plan) -> str:
+    """One sentence for processes that could not meet (torchrun's rendezvous): a port in use, an address that
+    cannot be reached, a machine that never came."""
+    where = f"{launch_plan.master_addr or '127.0.0.1'}:{launch_plan.master_port}"
+    text = str(err).lower()
+    if "address already in use" in text or "eaddrinuse" in text or "errno: 98" in text:
+        return (f"The port {launch_plan.master_port} on machine 0 is already in use, so the training processes could "
+                f"not meet there: set master_port to another free port (for example {launch_plan.master_port + 1}).")
+    return (f"The training processes could not meet at {where} ({type(err).__name__}): check the address and "
+            f"port of machine 0 (master_addr, master_port), that every machine can reach it, and that each machine "
+            f"was started with its own --node-rank.")
 
 
 def failure_sentence(run_dir: Path, failed_rank: int, exitcode: int, processes: int) -> str:

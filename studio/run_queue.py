@@ -62,17 +62,21 @@ def queue_file(runs_dir: str | Path) -> Path:
 class Queue:
     entries: list[Entry] = field(default_factory=list)
     paused: bool = False  # set when a run is stopped: nothing starts by itself until the person says so
+    problem: str = ""  # why the last entry that could not start was taken out: shown until the person changes the
+    # queue (adds, removes or moves an entry)
 
 
 def read(runs_dir: str | Path) -> Queue:
-    """The queue on disk; an unreadable file is an empty queue (and logged), never a crash."""
+    """The queue on disk; an unreadable file is an empty queue (and logged), never a crash: the next change keeps
+    a copy of it beside (queue.json.bad) before writing a good one."""
     try:
         data = json.loads(queue_file(runs_dir).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return Queue()
     except (OSError, ValueError) as err:
         log.warning("queue file %s unreadable (%s): treated as empty", queue_file(runs_dir), err)
-        return Queue()
+        return Queue(problem=f"The queue file {queue_file(runs_dir)} was damaged and could not be read; a copy is "
+                             f"kept as {QUEUE_FILE}.bad.")
     data = data if isinstance(data, dict) else {}
     queued = []
     rows = data.get("entries")
@@ -82,7 +86,7 @@ def read(runs_dir: str | Path) -> Queue:
                                 added=float(row.get("added") or 0), sweep=dict(row.get("sweep") or {})))
         except (KeyError, TypeError, ValueError) as err:
             log.warning("queue entry skipped (%s): %r", err, row)
-    return Queue(entries=queued, paused=bool(data.get("paused")))
+    return Queue(entries=queued, paused=bool(data.get("paused")), problem=str(data.get("problem") or ""))
 
 
 def entries(runs_dir: str | Path) -> list[Entry]:
@@ -101,8 +105,14 @@ def _editing(runs_dir: str | Path) -> Iterator[Queue]:
     with open(runs_dir / QUEUE_LOCK, "a+") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
         queue = read(runs_dir)
+        if queue.problem.startswith("The queue file"):
+            import shutil
+
+            with contextlib.suppress(OSError):
+                shutil.copyfile(queue_file(runs_dir), runs_dir / f"{QUEUE_FILE}.bad")
         yield queue
-        data = {"paused": queue.paused, "entries": [dataclasses.asdict(e) for e in queue.entries]}
+        data = {"paused": queue.paused, "problem": queue.problem,
+                "entries": [dataclasses.asdict(e) for e in queue.entries]}
         write_text(queue_file(runs_dir), json.dumps(data, indent=1) + "\n")
 
 
@@ -116,12 +126,36 @@ def add(runs_dir: str | Path, config: RunConfig, kind: str = "run", sweep: dict 
     check_data_files(config)
     if not config.data_path:
         raise ConfigError("No training data: choose a data file before adding the run to the queue.")
-    entry = Entry(id=secrets.token_hex(3), kind=kind, config=config.to_dict(), sweep=dict(sweep or {}))
+    entry = Entry(id=secrets.token_hex(3), kind=kind, config=anchored(config).to_dict(), sweep=dict(sweep or {}))
     with _editing(runs_dir) as queue:
         if len(queue.entries) >= MAX_ENTRIES:
             raise UserError(f"The queue already holds {MAX_ENTRIES} entries: remove some before adding more.")
+        same = next((i for i, e in enumerate(queue.entries, 1) if (e.kind, e.config, e.sweep) ==
+                     (entry.kind, entry.config, entry.sweep)), None)
+        if same is not None:  # a second press of Add to queue (or Train v2) while the machine is busy
+            raise UserError(f"These settings are already in the queue (position {same}): nothing added.")
         queue.entries.append(entry)
+        queue.problem = ""
     return entry
+
+
+def anchored(config: RunConfig) -> RunConfig:
+    """The config with its files as absolute paths: it starts later, from the process of whatever ends before it,
+    whose working folder may not be the one a relative path was written for."""
+    from .paths import is_local_model
+
+    def absolute(path: str) -> str:
+        return str(Path(path).expanduser().resolve()) if path else path
+
+    return dataclasses.replace(config, data_path=absolute(config.data_path),
+                               validation_path=absolute(config.validation_path),
+                               corrections_path=absolute(config.corrections_path),
+                               model=absolute(config.model) if is_local_model(config.model) else config.model)
+
+
+def position(runs_dir: str | Path, entry_id: str) -> int | None:
+    """Where the entry stands (1 = starts next), None once it has left the queue."""
+    return next((i for i, e in enumerate(entries(runs_dir), 1) if e.id == entry_id), None)
 
 
 def sweep_fields(budget_s: float, space, max_trials: int | None = None) -> dict:
@@ -140,12 +174,14 @@ def _index(queued: list[Entry], entry_id: str) -> int:
 
 def remove(runs_dir: str | Path, entry_id: str) -> Entry:
     with _editing(runs_dir) as queue:
+        queue.problem = ""
         return queue.entries.pop(_index(queue.entries, entry_id))
 
 
 def move(runs_dir: str | Path, entry_id: str, position: int) -> list[Entry]:
     """Put the entry at `position` (1 = starts next); a position past the end puts it last."""
     with _editing(runs_dir) as queue:
+        queue.problem = ""
         entry = queue.entries.pop(_index(queue.entries, entry_id))
         queue.entries.insert(max(0, min(int(position) - 1, len(queue.entries))), entry)
         return list(queue.entries)
@@ -168,8 +204,14 @@ def pause(runs_dir: str | Path) -> None:
 def _start(entry: Entry, runs_dir: Path, lock) -> Path:
     """Start one entry with the runs-folder lock held (and handed to its process)."""
     from . import jobs, tune
+    from .train import check_data_files
 
+    if entry.kind not in KINDS:
+        raise ConfigError(f"it is a {entry.kind!r}, neither a run nor a sweep")
     config = entry.run_config()
+    check_data_files(config)  # a file gone since it was queued: said now, before a run folder exists
+    if config.parent_run:
+        jobs.validate_run_id(config.parent_run)
     if entry.kind == "sweep":
         space = tune.SearchSpace(**{k: tuple(v) if isinstance(v, list) else v
                                     for k, v in (entry.sweep.get("space") or {}).items()})
@@ -202,8 +244,13 @@ def start_next(runs_dir: str | Path, lock=None, even_if_paused: bool = True) -> 
         while (entry := _take_first(runs_dir)) is not None:
             try:
                 started = _start(entry, runs_dir, lock)
-            except (UserError, OSError) as err:
-                log.warning("queued %s %s (%s) not started: %s", entry.kind, entry.id, entry.name, err)
+            except Exception as err:  # noqa: BLE001 - one bad entry must not hold up (or crash) the rest
+                reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+                log.warning("queued %s %s (%s) not started: %s", entry.kind, entry.id, entry.name, reason,
+                            exc_info=not isinstance(err, UserError))
+                with _editing(runs_dir) as queue:
+                    queue.problem = f"The queued {entry.kind} {entry.name} ({entry.id}) could not start and was " \
+                                    f"taken out of the queue: {reason}"
                 continue
             log.info("queued %s %s started: %s", entry.kind, entry.id, started)
             return started
@@ -275,13 +322,20 @@ def main(argv: list[str] | None = None) -> int:
                 entry = add(runs_dir, config, kind="sweep", sweep=sweep)
             else:
                 entry = add(runs_dir, config)
-            started = start_next(runs_dir)
-            print(f"Started {started}" if started else f"Queued {entry.id} ({entry.name}) at position "
-                  f"{len(entries(runs_dir))}.")
+            started = start_next(runs_dir, even_if_paused=False)
+            if started is not None and position(runs_dir, entry.id) is None:
+                print(f"Started {entry.name} now (nothing else was training): {started}")
+            else:
+                print(f"Queued {entry.id} ({entry.name}) at position {position(runs_dir, entry.id)}"
+                      + (" (the queue is paused: `studio queue start` goes on)." if read(runs_dir).paused else "."))
         elif args.action == "list":
-            rows = describe(runs_dir)
+            rows, queue = describe(runs_dir), read(runs_dir)
+            if queue.problem:
+                print(queue.problem)
             if not rows:
                 print("The queue is empty.")
+            elif queue.paused:
+                print("The queue is paused (a run was stopped): `studio queue start` goes on.")
             for row in rows:
                 print(f"{row['position']:>3}  {row['id']}  {row['kind']:<5}  {row['name']}  ({row['model']}, "
                       f"{row['data']}, added {row['added']})")
@@ -290,13 +344,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Removed {entry.id} ({entry.name}).")
         elif args.action == "move":
             queued = move(runs_dir, args.id, args.position)
-            position = next(i for i, e in enumerate(queued, 1) if e.id == args.id.strip())
-            print(f"Moved {args.id} to position {position}.")
+            where = next(i for i, e in enumerate(queued, 1) if e.id == args.id.strip())
+            print(f"Moved {args.id} to position {where}.")
         else:
             started = start_next(runs_dir)
-            print(f"Started {started}" if started else "Nothing started: the queue is empty, or something is "
-                  "training (the queue goes on when it ends).")
-    except (UserError, OSError) as err:
-        tell_user(f"Error: {err if isinstance(err, UserError) else f'the queue could not be read or written ({err})'}")
+            problem = read(runs_dir).problem
+            if problem:
+                print(problem)
+            print(f"Started the first entry: {started}" if started else "Nothing started: the queue is empty, or "
+                  "something is training (the queue goes on when it ends).")
+    except UserError as err:
+        tell_user(f"Error: {err}")
+        return 1
+    except OSError as err:
+        tell_user(f"Error: the queue in {runs_dir} could not be read or written ({err.strerror or err}): check that "
+                  f"--runs-dir names a folder you can write to.")
         return 1
     return 0

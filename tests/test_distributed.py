@@ -179,3 +179,23 @@ def test_settings_show_the_command_of_every_machine():
     assert "python -m studio train my-run.json --node-rank 0" in command
     assert "python -m studio train my-run.json --node-rank 1" in command and "10.0.0.1" in command
     assert "--node-rank" not in command_for(RunConfig())[1]
+
+
+def test_a_port_in_use_fails_the_run_in_one_sentence_and_the_queue_goes_on(tiny_data, tmp_path):
+    from studio import run_queue
+
+    runs_dir = tmp_path / "runs"
+    waiting = run_queue.add(runs_dir, tiny_config(tiny_data, max_steps=2, eval_every=0, run_name="next"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tiny_config(tiny_data, batch_size=2, devices="2", max_steps=3, eval_every=0, master_port=port)
+        code, _, err = finish(start(config_file(tmp_path, config), runs_dir))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"The port {port} on machine 0 is already in use" in lines[0], err
+    (run_dir,) = [p for p in runs_dir.iterdir() if (p / "config.json").exists() and p.name.endswith("-train")]
+    assert read_status(run_dir)["status"] == "failed"
+    # The run that failed to start still hands the machine on: the queue is not stuck behind it.
+    assert waiting.id not in [e.id for e in run_queue.entries(runs_dir)]

@@ -48,9 +48,52 @@ def test_a_bad_entry_is_refused_when_queued_and_a_damaged_file_is_an_empty_queue
         run_queue.add(runs_dir, quick(tmp_path / "gone.jsonl"))
     assert run_queue.entries(runs_dir) == []
     run_queue.queue_file(runs_dir).write_text("{not json")
-    assert run_queue.entries(runs_dir) == []
-    run_queue.add(runs_dir, quick(tiny_data))  # and the next add writes a good file again
+    assert run_queue.entries(runs_dir) == [] and "damaged" in run_queue.read(runs_dir).problem
+    run_queue.add(runs_dir, quick(tiny_data))  # and the next add writes a good file again, the bad one kept
     assert len(json.loads(run_queue.queue_file(runs_dir).read_text())["entries"]) == 1
+    assert (runs_dir / "queue.json.bad").read_text() == "{not json"
+    with pytest.raises(UserError, match=r"already in the queue \(position 1\)"):
+        run_queue.add(runs_dir, quick(tiny_data))  # a second press of Add to queue
+
+
+def test_a_queued_config_holds_absolute_paths(tiny_data, runs_dir, monkeypatch):
+    """It starts later from another process, whose working folder may be another."""
+    monkeypatch.chdir(tiny_data.parent)
+    entry = run_queue.add(runs_dir, quick(tiny_data.name))
+    assert entry.config["data_path"] == str(tiny_data.resolve())
+
+
+def test_an_entry_that_cannot_start_is_taken_out_said_and_the_next_one_starts(tiny_data, runs_dir, tmp_path):
+    gone = tmp_path / "gone.jsonl"
+    gone.write_text(tiny_data.read_text())
+    doomed = run_queue.add(runs_dir, quick(gone, run_name="doomed"))
+    good = run_queue.add(runs_dir, quick(tiny_data, run_name="good"))
+    gone.unlink()  # the file went away while the entry waited
+    started = run_queue.start_next(runs_dir)
+    assert started is not None and json.loads((started / "config.json").read_text())["run_name"] == "good"
+    problem = run_queue.read(runs_dir).problem
+    assert f"The queued run doomed ({doomed.id}) could not start" in problem and "does not exist" in problem
+    assert not any(json.loads((p / "config.json").read_text())["run_name"] == "doomed"
+                   for p in runs_dir.iterdir() if (p / "config.json").exists())  # no folder for it
+    assert run_queue.position(runs_dir, good.id) is None
+    assert jobs.wait_for(started, timeout_s=WAIT_S)["status"] == "finished"
+
+
+def test_adding_to_a_paused_queue_does_not_start_what_the_person_paused(tiny_data, runs_dir):
+    paused = run_queue.add(runs_dir, quick(tiny_data, run_name="paused"))
+    run_queue.pause(runs_dir)
+    result = subprocess.run(studio_cmd("queue", "--runs-dir", str(runs_dir), "add", str(write_config(
+        runs_dir.parent / "new.json", quick(tiny_data, run_name="new")))), capture_output=True, text=True,
+        timeout=120)
+    assert result.returncode == 0 and result.stderr == ""
+    assert "at position 2 (the queue is paused" in result.stdout, result.stdout
+    assert [e.name for e in run_queue.entries(runs_dir)] == ["paused", "new"] and paused.id
+    assert jobs.active_run(runs_dir) is None
+
+
+def write_config(path, config: RunConfig):
+    config.save(path)
+    return path
 
 
 def test_queued_runs_start_one_after_another_each_handed_on_by_the_run_before(tiny_data, runs_dir):

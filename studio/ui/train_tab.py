@@ -420,7 +420,7 @@ def start_training(ctx: UIContext, names: list[str], *values) -> StartView:
         config.check_data_size(len(train_rows))
         if live is not None:
             entry = run_queue.add(ctx.runs_dir, config)
-            position = next((r["position"] for r in run_queue.describe(ctx.runs_dir) if r["id"] == entry.id), "last")
+            position = run_queue.position(ctx.runs_dir, entry.id)
             return StartView(f"Run **{live.name}** is training, so this run waits in the queue (position "
                              f"{position}): it starts by itself when the runs before it end. See **Queue** below.")
         jobs.ensure_none_training(ctx.runs_dir)  # before the chat models are freed for nothing
@@ -482,6 +482,8 @@ def draw_queue(runs_dir: Path) -> QueueView:
     else:
         note = (f"**Queue:** {len(rows)} waiting; " + (f"the first starts when run **{live.name}** ends." if live
                                                         else "the first starts now."))
+    if queue.problem:
+        note += f"\n\n⚠️ {queue.problem}"
     choices = [(f"{r['position']}. {r['name']} ({r['id']})", r["id"]) for r in rows]
     start = gr.update(value="Add to queue (a run is training)" if live else "Start training")
     table = pd.DataFrame(rows, columns=QUEUE_COLUMNS).set_axis(QUEUE_HEADERS, axis=1)
@@ -519,8 +521,7 @@ def queue_action(ctx: UIContext, action: str, entry_id) -> QueueView:
         elif not entry_id:
             raise UserError("Pick a queued run first.")
         elif action == "up":
-            position = next((r["position"] for r in run_queue.describe(ctx.runs_dir) if r["id"] == entry_id), 1)
-            run_queue.move(ctx.runs_dir, entry_id, max(1, position - 1))
+            run_queue.move(ctx.runs_dir, entry_id, max(1, (run_queue.position(ctx.runs_dir, entry_id) or 1) - 1))
         else:
             run_queue.remove(ctx.runs_dir, entry_id)
     except Exception as err:  # noqa: BLE001 - said in one sentence

@@ -272,7 +272,7 @@ def start_search(ctx: UIContext, names: list[str], *values) -> StartSearchView:
             from .. import run_queue
 
             entry = run_queue.add(ctx.runs_dir, config, kind="sweep", sweep=run_queue.sweep_fields(budget_s, space))
-            position = next(r["position"] for r in run_queue.describe(ctx.runs_dir) if r["id"] == entry.id)
+            position = run_queue.position(ctx.runs_dir, entry.id)
             return StartSearchView(f"Run **{live.name}** is training, so this search waits in the queue (position "
                                    f"{position}, see **Queue** in the Train tab): it starts by itself when the "
                                    f"runs before it end.")
