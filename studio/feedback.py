@@ -111,14 +111,31 @@ def read(path: str | Path) -> list[Feedback]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            marks.append(Feedback(messages=[{"role": str(m["role"]), "content": str(m["content"])}
-                                            for m in row["messages"]],
-                                  answer=str(row["answer"]), correction=str(row.get("correction") or ""),
-                                  rating=str(row.get("rating") or ""), time=float(row.get("time") or 0.0)))
+            marks.append(_checked(json.loads(line)))
         except (ValueError, KeyError, TypeError) as err:
             log.info("%s line %d skipped: %s", path, number, err)
     return marks
+
+
+def _checked(row: dict) -> Feedback:
+    """A mark read back, held to what `record` writes (a file edited by hand may hold anything): the conversation
+    a list of system / user / assistant turns of text ending with the question, the answer text, the correction
+    text or none, the rating good, bad or none."""
+    messages = row["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("no conversation")
+    for m in messages:
+        if m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+            raise ValueError(f"a turn that is not system, user or assistant text: {m!r}")
+    if messages[-1]["role"] != "user":
+        raise ValueError("the conversation does not end with the question")
+    answer, correction, rating = row["answer"], row.get("correction") or "", row.get("rating") or ""
+    if not isinstance(answer, str) or not answer.strip() or not isinstance(correction, str):
+        raise ValueError("the answer or the correction is not text")
+    if rating not in ("", *RATINGS):
+        raise ValueError(f"rating {rating!r}")
+    return Feedback(messages=[{"role": m["role"], "content": m["content"]} for m in messages], answer=answer,
+                    correction=correction.strip(), rating=rating, time=float(row.get("time") or 0.0))
 
 
 def latest(marks: list[Feedback]) -> list[Feedback]:

@@ -222,15 +222,22 @@ def create_next_version_dir(config: RunConfig, parent_dir: Path, run_id: str | N
     return run_dir
 
 
-def start_next_version(runs_dir: Path, parent_id: str, config: RunConfig | None = None) -> Path:
-    """Start "Train v2 with my corrections" for the run parent_id: like start_run, from the parent's adapter, on
-    its data plus the corrections made in Chat. `config`: settings that replace the parent's (None = its own)."""
+def next_version(parent_dir: Path, config: RunConfig | None = None) -> RunConfig:
+    """The config of a run's next version, everything it needs checked before a folder or a queue entry exists:
+    a parent with an adapter, at least one correction, its data files. `config`: settings that replace the
+    parent's (None = its own). The one preparation behind the CLI's --from-run, Train v2 and its queueing."""
     from .train import check_data_files
 
-    parent_dir = run_path(runs_dir, parent_id)
     config = feedback.next_version_config(parent_dir, config)
     feedback.require_corrections(parent_dir)
     check_data_files(config)
+    return config
+
+
+def start_next_version(runs_dir: Path, parent_id: str, config: RunConfig | None = None) -> Path:
+    """Start "Train v2 with my corrections" for the run parent_id: like start_run, from the parent's adapter, on
+    its data plus the corrections made in Chat."""
+    config = next_version(run_path(runs_dir, parent_id), config)
     with runs_lock(runs_dir) as lock:
         _ensure_no_live_run(runs_dir)
         return begin_run(config, runs_dir, lock)

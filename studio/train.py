@@ -104,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                                   f"resume it with the same processes (drop --nproc-per-node and the other "
                                   f"torchrun flags).")
         elif parent_dir is not None:
-            config = feedback.next_version_config(parent_dir, RunConfig.load(args.config) if args.config else None)
-            feedback.require_corrections(parent_dir)
-            check_data_files(config)
+            config = jobs.next_version(parent_dir, RunConfig.load(args.config) if args.config else None)
             runs_dir = parent_dir.parent  # beside its parent, whose adapter it starts from
         elif not args.config:
             raise ConfigError("No config file given: `studio train CONFIG.json` (assets/quickstart.json is one), or "
@@ -282,7 +280,11 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
     config.check_data_size(len(train_set))
 
     precision = cpu_precision(config, model_config)
-    start_from = feedback.parent_adapter(run_dir, config.parent_run) if config.parent_run else None
+    # A next version starts from its parent's adapter; resumed from its own checkpoint, it needs the parent no more
+    # (the checkpoint holds its adapter: the parent may have been deleted since).
+    from_checkpoint = resume and latest_checkpoint(run_dir) is not None
+    start_from = feedback.parent_adapter(run_dir, config.parent_run) if config.parent_run and not from_checkpoint \
+        else None
     model = build_model(config, method, step_tokens=step_tokens, precision=precision, start_from=start_from)
     reporter = callback_class("EventCallback")(run_dir, events, config, method, precision=precision,
                                                objective=objective.name)

@@ -138,3 +138,10 @@ def test_train_v2_while_another_run_trains_queues_it_with_the_corrections_as_of_
     assert v2 is not None and jobs.wait_for(v2, timeout_s=300)["status"] == "finished"
     assert len((v2 / "corrections.jsonl").read_text().splitlines()) == 2
     assert feedback.lineage(v2) == [RUN, v2.name]
+
+
+def test_an_edit_of_a_gone_run_or_message_is_said_in_one_sentence(ctx, run_dir):
+    view = chat_tab.correct_answer(ctx, "20990101-gone", "", conversation(), edit(3, "Also at 9.", "Closed."))
+    assert view.notice.startswith("**Error:** Run 20990101-gone does not exist")
+    view = chat_tab.correct_answer(ctx, RUN, "", conversation(), edit(7, "Also at 9.", "Closed."))
+    assert "no longer in the conversation" in view.notice and feedback.read(run_dir) == []

@@ -76,6 +76,12 @@ def test_the_newest_mark_of_an_answer_counts_and_a_damaged_line_is_skipped(finis
     feedback.record(finished_run, asked("Hours?"), "At 9.", correction="From 8.")
     with open(finished_run / "feedback.jsonl", "a") as f:
         f.write('{"messages": "not a list"\n')  # a crash mid-line, or a hand edit
+        for bad in ({"messages": [], "answer": "A.", "correction": "B."},
+                    {"messages": [{"role": "wizard", "content": "Q?"}], "answer": "A.", "correction": "B."},
+                    {"messages": [{"role": "user", "content": "Q?"}], "answer": None, "correction": "B."},
+                    {"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}],
+                     "answer": "A.", "correction": "B."}):
+            f.write(json.dumps(bad) + "\n")  # hand edits that would train nonsense
     feedback.record(finished_run, asked("Hours?"), "At 9.", correction="From 8 to 6.")
     feedback.record(finished_run, asked("Hours?"), "At 9.", rating="bad")  # keeps the correction before it
     marks = feedback.latest(feedback.read(finished_run))
@@ -167,3 +173,19 @@ def test_from_run_without_corrections_is_refused_before_any_folder_exists(finish
     assert sorted(p.name for p in runs.iterdir()) == [finished_run.name]
     result = subprocess.run(studio_cmd("train"), capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "No config file given" in result.stderr
+
+
+def test_a_next_version_resumes_from_its_own_checkpoint_after_its_parent_is_deleted(tiny_data, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    v1 = runs / "20261206-100000-zorblax"
+    assert train.run(tiny_config(tiny_data, max_steps=4, eval_every=0), v1) == "finished"
+    feedback.record(v1, asked(CORRECTED[0][0]), "whatever v1 said", correction=CORRECTED[0][1])
+    mine = tmp_path / "v2.json"
+    tiny_config(tiny_data, max_steps=4, eval_every=0, save_every=2).save(mine)
+    assert train.main([str(mine), "--from-run", str(v1)]) == 0
+    (v2,) = [p for p in runs.iterdir() if p.is_dir() and p != v1]
+    shutil.rmtree(v1)
+    assert train.main(["--resume", str(v2)]) == 0, (v2 / "worker.log").read_text()[-2000:]
+    assert read_status(v2)["status"] == "finished"

@@ -344,16 +344,21 @@ TEACH_HINT = ("**Teach the next version.** Under each fine-tuned answer, the pen
 
 def feedback_view(runs_dir: Path, run_id, saved: str = "") -> FeedbackView:
     """The corrections line and the preference-pairs download of the run picked (`saved`: what was just done)."""
-    run_dir = run_dir_of(runs_dir, run_id)
-    if run_dir is None:
-        return FeedbackView("Pick a finished run above to correct its answers.",
-                            pairs=gr.DownloadButton(visible=False))
-    counted = feedback.counts(run_dir)
-    pairs = gr.DownloadButton(visible=False)
-    if counted.corrections:
-        dest = Path(tempfile.mkdtemp(prefix="studio-pairs-")) / f"corrections-{run_dir.name}.jsonl"
-        feedback.write_preference_file(run_dir, dest)
-        pairs = gr.DownloadButton(value=str(dest), visible=True)
+    hidden = gr.DownloadButton(visible=False)
+    try:
+        run_dir = run_dir_of(runs_dir, run_id)
+        if run_dir is None:
+            return FeedbackView("Pick a finished run above to correct its answers.", pairs=hidden)
+        counted = feedback.counts(run_dir)
+        pairs = hidden
+        if counted.corrections:
+            # One file per run, rewritten: looking at a run again leaves nothing more behind.
+            dest = Path(tempfile.gettempdir()) / "studio-pairs" / run_dir.name / f"corrections-{run_dir.name}.jsonl"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            feedback.write_preference_file(run_dir, dest)
+            pairs = gr.DownloadButton(value=str(dest), visible=True)
+    except Exception as err:  # noqa: BLE001 - shown as one sentence
+        return FeedbackView(error_markdown(err), pairs=hidden)
     return FeedbackView(" ".join(part for part in (saved, counted.sentence()) if part), pairs=pairs)
 
 
@@ -377,10 +382,11 @@ def asked_before(messages: list[dict], position: int, system_prompt: str) -> lis
 def correct_answer(ctx: UIContext, run_id, system_prompt, tuned_history, edit: gr.EditData) -> FeedbackView:
     """An answer of the fine-tuned column edited in place: the edit is the correction, kept in the run's
     feedback file, and stays in the column. Any other edit is undone and explained."""
-    messages, position = answer_at(tuned_history, edit.index)
+    messages = normalise_history(tuned_history)
     before = text_of(edit.previous_value)
-    messages[position]["content"] = before  # until the correction is saved, the model's own words stay
     try:
+        messages, position = answer_at(tuned_history, edit.index)
+        messages[position]["content"] = before  # until the correction is saved, the model's own words stay
         run_dir = run_dir_of(ctx.runs_dir, run_id)
         if run_dir is None:
             raise UserError("Pick a finished run above first: corrections teach that run's next version.")
@@ -430,8 +436,7 @@ def train_next_version(ctx: UIContext, run_id) -> FeedbackView:
         if live is not None:  # the machine is busy: the next version waits its turn in the run queue
             from .. import run_queue
 
-            feedback.require_corrections(parent_dir)
-            run_queue.add(ctx.runs_dir, feedback.next_version_config(parent_dir))
+            run_queue.add(ctx.runs_dir, jobs.next_version(parent_dir))
             return FeedbackView(f"Run **{live.name}** is training, so the next version of {run_id} waits in the "
                                 f"queue (see **Queue** in the Train tab); it trains on the corrections made until "
                                 f"it starts.")
