@@ -31,7 +31,7 @@ CPU_PRECISIONS = precision.CHOICES
 # How several GPUs share a run: each a whole copy of the model (DDP) or a shard of its weights (FSDP).
 SHARDINGS = ("auto", "ddp", "fsdp")
 # What a run learns from its rows: the answers (supervised fine-tuning) or preference pairs (DPO, ORPO through TRL).
-OBJECTIVES = ("auto", "sft", "dpo", "orpo")
+OBJECTIVES = (methods.AUTO, *methods.OBJECTIVES)  # their one home: studio/methods.py
 
 
 def _field(default: Any, help: str, minimum: float | None = None, maximum: float | None = None,

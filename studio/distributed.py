@@ -103,7 +103,7 @@ def processes_per_node(config: RunConfig) -> int:
 
 def plan(config: RunConfig, node_rank: int = 0) -> Plan | None:
     """torchrun's plan for this machine, or None when the run is one process (trained in this process)."""
-    if node_rank >= config.nodes:
+    if not 0 <= node_rank < config.nodes:
         raise ConfigError(f"--node-rank is {node_rank} but the run has {config.nodes} node(s): use a node rank from 0 "
                           f"to {config.nodes - 1}.")
     per_node = processes_per_node(config)

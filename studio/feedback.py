@@ -261,8 +261,9 @@ def _without_version(name: str) -> str:
 def parent_adapter(run_dir: str | Path, parent_run: str) -> Path:
     """The adapter a v2 starts from: its parent's, a sibling folder of the run."""
     from .events import ADAPTER_DIR
+    from .jobs import validate_run_id
 
-    path = Path(run_dir).parent / parent_run / ADAPTER_DIR
+    path = Path(run_dir).parent / validate_run_id(parent_run) / ADAPTER_DIR  # a run id, never a path elsewhere
     if not path.is_dir():
         raise ConfigError(f"The parent run {parent_run} has no saved adapter (deleted or moved?): train this run "
                           f"from scratch by clearing parent_run in its config.")

@@ -366,7 +366,7 @@ def begin_run(config: RunConfig, runs_dir: Path, lock: RunsLock, run_id: str | N
     """Make the run's folder and start its worker, handing it `lock` (held by the caller: start_run, or a queue
     entry started by the run that ends before it)."""
     if config.parent_run and not config.corrections_path:  # a next version, queued: its corrections as of now
-        run_dir = create_next_version_dir(config, Path(runs_dir) / config.parent_run, run_id)
+        run_dir = create_next_version_dir(config, run_path(runs_dir, config.parent_run), run_id)
     else:
         run_dir = create_run_dir(config, runs_dir, run_id)
     lock.note(run_dir.name)

@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = RunConfig.load(args.config)
             check_data_files(config)
-            if config.objective in ("dpo", "orpo"):  # on data without preference pairs: refused with the fix
+            goal = methods.OBJECTIVES.get(config.objective)
+            if goal is not None and goal.needs_preferences:  # on data without preference pairs: refused with the fix
                 from . import data
 
                 data.objective_of(config)
