@@ -98,8 +98,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tiny_data, tmp_
     assert two.train_loss == pytest.approx(single.train_loss, rel=1e-3)
 
 
-def test_stop_reaches_every_rank(tiny_data, tmp_path):
-    config = tiny_config(tiny_data, batch_size=2, devices="2", max_steps=500, eval_every=0, validation_fraction=0.0,
+def test_stop_reaches_every_rank_and_resume_goes_on_with_the_same_processes(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, batch_size=2, devices="2", max_steps=40, eval_every=0, validation_fraction=0.0,
                          master_port=free_port())
     runs_dir = tmp_path / "runs"
     proc = start(config_file(tmp_path, config), runs_dir)
@@ -108,10 +108,18 @@ def test_stop_reaches_every_rank(tiny_data, tmp_path):
     code, _, err = finish(proc)
     assert code == 0 and err == "", err
     history = replay(read_events(run_dir))
-    assert history.end["status"] == "stopped" and history.end["step"] < 500
+    stopped_at = history.end["step"]
+    assert history.end["status"] == "stopped" and stopped_at < 40
     assert read_status(run_dir)["status"] == "stopped"
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
     assert list((run_dir / "checkpoints").glob("checkpoint-*"))  # to resume from
+    # Resume: the same two processes, from the checkpoint of the stop, to the end.
+    resumed = subprocess.run(studio_cmd("train", "--resume", str(run_dir)), capture_output=True, text=True,
+                             timeout=TIMEOUT_S)
+    assert resumed.returncode == 0 and resumed.stderr == "", resumed.stderr
+    starts = [e for e in read_events(run_dir) if e["type"] == "start"]
+    assert starts[-1]["resumed_from"] == stopped_at and starts[-1]["processes"] == 2
+    assert read_status(run_dir)["status"] == "finished" and replay(read_events(run_dir)).end["step"] == 40
 
 
 def test_a_killed_rank_fails_the_run_in_one_sentence(tiny_data, tmp_path):
