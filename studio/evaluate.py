@@ -13,7 +13,8 @@ RUN_DIR/report.html (inline SVG, no external assets) a person can send to a coll
    on held-out rows; `flag` when it learned rows by heart;
 4. verdict: one paragraph with the numbers and the one change to try next.
 
-Cost (the report may add at most a quarter to a CPU run, bench/report_overhead.py): everything but the task's
+Cost (on a 2-core CPU about half the run's training time the first time, a third with the base side cached; the
+goal is a quarter, bench/report_overhead.py): everything but the task's
 answers is measured by teacher forcing - one batched forward pass over prompt + reference, which gives the loss,
 and at each answer token whether it is the model's own first choice - instead of generating. Generation, by far
 the dearest part, is batched (left-padded, per-row length limits) and stops a row as soon as it loops. The base
