@@ -159,3 +159,13 @@ def test_the_estimate_counts_both_answers_and_dpos_reference_pass(tmp_path, monk
     orpo, dpo = runs["orpo"].seconds - overhead, runs["dpo"].seconds - overhead
     assert dpo == pytest.approx(orpo * 4 / 3)  # the reference pass: both answers forward only, a third of the cost
     assert runs["dpo"].memory_gb > runs["sft"].memory_gb  # chosen and rejected in one padded batch
+
+
+def test_no_data_file_yet_is_said_as_such_not_as_a_bad_file_name():
+    """The Settings tab estimates before any file is chosen: the goal "auto" looks at the data, and there is none."""
+    from studio.config import RunConfig
+    from studio.errors import DataError
+    from studio.estimate import estimate_run
+
+    with pytest.raises(DataError, match=r"^No training data: upload a file in the Data tab\.$"):
+        estimate_run(RunConfig())

@@ -252,6 +252,8 @@ def objective_of(config: RunConfig, report: DataReport | None = None):
 
     if config.objective == "sft":
         return methods.SFT
+    if report is None and not config.data_path:
+        raise DataError("No training data: upload a file in the Data tab.")
     if report is None:
         report = load_data(config.data_path, mapping_from_config(config))
     pairs = report.format in PREFERENCE_FORMATS
