@@ -304,7 +304,7 @@ def test_the_worker_reports_progress_during_a_long_evaluation(tmp_path):
     writer = EventWriter(tmp_path)
     callback = train.EventCallback(tmp_path, writer, RunConfig(), "lora32")
     state = SimpleNamespace(global_step=4, max_steps=10, epoch=0.4, num_input_tokens_seen=0)
-    callback.on_train_begin(SimpleNamespace(num_train_epochs=1), state, None)
+    callback.on_train_begin(SimpleNamespace(num_train_epochs=1, world_size=1), state, None)
     before = read_status(tmp_path)["updated"]
     callback.last_status = 0.0  # as if the last report were long ago: a validation pass of many batches
     callback.on_prediction_step(SimpleNamespace(), state, None)
