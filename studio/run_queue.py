@@ -220,9 +220,11 @@ def _start(entry: Entry, runs_dir: Path, lock) -> Path:
     return jobs.begin_run(config, runs_dir, lock)
 
 
-def start_next(runs_dir: str | Path, lock=None, even_if_paused: bool = True) -> Path | None:
+def start_next(runs_dir: str | Path, lock=None, even_if_paused: bool = True, wait: bool = False) -> Path | None:
     """Start the first queued entry and return its folder; None when the queue is empty (or paused, unless
-    `even_if_paused`: the person asked) or something trains.
+    `even_if_paused`: the person asked) or something trains. `wait`: when the lock's holder has just ended (its
+    process still closing, past its own look at the queue), wait for it as a start does (jobs.wait_for_lock), so
+    an entry added from a shell at that moment is not left waiting with no server to start it.
 
     `lock`: the runs-folder lock of a worker that is ending, handed on to the new process; without one it is taken
     here, and only if free. An entry that cannot start (its data file gone) is dropped with the reason logged and
@@ -235,7 +237,7 @@ def start_next(runs_dir: str | Path, lock=None, even_if_paused: bool = True) -> 
         return None
     own = lock is None
     if own:
-        lock = jobs.try_lock(runs_dir)
+        lock = jobs.wait_for_lock(runs_dir) if wait else jobs.try_lock(runs_dir)
         if lock is None or jobs.active_run(runs_dir) is not None:
             if lock is not None:
                 lock.close()
@@ -322,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry = add(runs_dir, config, kind="sweep", sweep=sweep)
             else:
                 entry = add(runs_dir, config)
-            started = start_next(runs_dir, even_if_paused=False)
+            started = start_next(runs_dir, even_if_paused=False, wait=True)
             if started is not None and position(runs_dir, entry.id) is None:
                 print(f"Started {entry.name} now (nothing else was training): {started}")
             else:
@@ -347,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             where = next(i for i, e in enumerate(queued, 1) if e.id == args.id.strip())
             print(f"Moved {args.id} to position {where}.")
         else:
-            started = start_next(runs_dir)
+            started = start_next(runs_dir, wait=True)
             problem = read(runs_dir).problem
             if problem:
                 print(problem)

@@ -192,3 +192,32 @@ def test_a_queued_settings_search_starts_when_the_run_before_it_ends(tiny_data, 
     record = tune.wait_for_sweep(sweep_dir, timeout_s=WAIT_S)
     assert record["status"] == "finished" and len(record["trials"]) == 1, record
     assert run_queue.entries(runs_dir) == []
+
+
+def test_an_entry_added_from_a_shell_while_the_last_run_closes_is_started_not_stranded(tiny_data, runs_dir):
+    """The run that ends looked at the queue before this entry came; its process still holds the lock for a moment
+    (torch's teardown). `queue add` waits that moment out, as a start does, instead of leaving the entry behind."""
+    import sys
+
+    ended = runs_dir / "20261206-080000-ended"
+    ended.mkdir()
+    quick(tiny_data).save(ended / "config.json")
+    write_status(ended, status="finished")
+    jobs.try_lock(runs_dir).close()  # makes the lock file
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, sys.argv[2].encode(), 0); "
+                               "print('held', flush=True); time.sleep(1.5)",
+         str(runs_dir / jobs.LOCK_FILE), ended.name], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        config = runs_dir.parent / "late.json"
+        quick(tiny_data, run_name="late").save(config)
+        result = subprocess.run(studio_cmd("queue", "--runs-dir", str(runs_dir), "add", str(config)),
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        holder.wait(timeout=30)
+    assert result.returncode == 0 and result.stdout.startswith("Started late now"), result
+    assert run_queue.entries(runs_dir) == []
+    started = jobs.active_run(runs_dir) or max(runs_dir.glob("*-late"))
+    assert jobs.wait_for(started, timeout_s=WAIT_S)["status"] == "finished"
