@@ -302,11 +302,13 @@ def greedy_shrinking(model, ids, mask, stops: _RowLimits, settings) -> list[list
     penalty = (RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)
                if settings.repetition_penalty != 1.0 else None)
     cache = DynamicCache()
+    # transformers 5 names the argument `cache` (`past_key_values` still works, with a warning).
+    cache_arg = "cache" if "cache" in _forward_parameters(model) else "past_key_values"
     active = list(range(ids.shape[0]))  # the batch rows still generating, in the order of the tensors below
     sequences, new_tokens = ids, [[] for _ in active]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them: padding takes no position
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True).logits[:, -1, :]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                   **{cache_arg: cache}).logits[:, -1, :]
     while True:
         scores = penalty(sequences, logits.float()) if penalty is not None else logits
         chosen = scores.argmax(-1)
@@ -327,8 +329,8 @@ def greedy_shrinking(model, ids, mask, stops: _RowLimits, settings) -> list[list
             active = [active[j] for j in keep]
         mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=mask.device)], dim=1)
         position = mask.sum(-1, keepdim=True) - 1
-        logits = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
-                       use_cache=True).logits[:, -1, :]
+        logits = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                       **{cache_arg: cache}).logits[:, -1, :]
 
 
 def generate_answers(session, conversations: list[list[dict]], limits: list[int], use_adapter: bool,
