@@ -147,7 +147,7 @@ def launch(run_dir: Path, launch_plan: Plan) -> tuple[str, str]:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    from .events import PID_FILE, STOP_FILE, EventWriter, log_tail, read_status, write_status
+    from .events import PID_FILE, STOP_FILE, read_status, write_status
 
     run_dir = Path(run_dir)
     here = launch_plan.node_rank == 0
@@ -178,16 +178,7 @@ def launch(run_dir: Path, launch_plan: Plan) -> tuple[str, str]:
     except Exception as err:  # noqa: BLE001 - torchrun could not bring the processes together: one sentence
         log.error("torchrun failed to start the run", exc_info=True)
         message = meeting_failure_sentence(err, launch_plan)
-        try:
-            write_status(run_dir, status="failed", message=message, pid=os.getpid(), elapsed=time.time() - started)
-            if here:
-                events = EventWriter(run_dir)
-                try:
-                    events.write("error", message=message, kind="user", log_tail=log_tail(run_dir))
-                finally:
-                    events.close()
-        except OSError as write_error:
-            log.info("failed status not written: %s", write_error)
+        _record_failure(run_dir, here, message, "user", elapsed=time.time() - started)
         return "failed", message
     finally:
         os.environ.pop(LAUNCHER_PID_ENV, None)
@@ -205,17 +196,25 @@ def launch(run_dir: Path, launch_plan: Plan) -> tuple[str, str]:
         return "failed", status.get("message") or ""  # rank 0 said what went wrong itself
     message = failure_sentence(run_dir, failed_rank, process.exitcode, launch_plan.world_size)
     log.error("rank %d failed (exit code %s): %s", failed_rank, process.exitcode, process.message)
+    _record_failure(run_dir, here, message, "rank", elapsed=time.time() - started)
+    return "failed", message
+
+
+def _record_failure(run_dir: Path, here: bool, message: str, kind: str, elapsed: float) -> None:
+    """The launcher's record of a run no rank could end itself: the error event (machine 0 only: its folder holds
+    the run) and the failed status. A full disk costs the record, never the launcher."""
+    from .events import EventWriter, log_tail, write_status
+
     try:
         if here:
             events = EventWriter(run_dir)
             try:
-                events.write("error", message=message, kind="rank", log_tail=log_tail(run_dir))
+                events.write("error", message=message, kind=kind, log_tail=log_tail(run_dir))
             finally:
                 events.close()
-        write_status(run_dir, status="failed", message=message, pid=os.getpid(), elapsed=time.time() - started)
+        write_status(run_dir, status="failed", message=message, pid=os.getpid(), elapsed=elapsed)
     except OSError as err:
         log.info("failed status not written: %s", err)
-    return "failed", message
 
 
 def meeting_failure_sentence(err: BaseException, launch_plan: Plan) -> str:
