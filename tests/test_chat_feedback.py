@@ -97,12 +97,16 @@ def test_train_v2_without_corrections_says_what_to_do(ctx, run_dir):
     assert sorted(p.name for p in ctx.runs_dir.iterdir() if p.is_dir()) == [RUN]
 
 
-def test_train_v2_starts_the_next_version_in_its_own_process(ctx, tiny_data):
-    v1 = ctx.runs_dir / RUN
-    assert train.run(tiny_config(tiny_data, max_steps=5, eval_every=0), v1) == "finished"
+def corrected_v1(ctx, tiny_data) -> None:
+    """Run RUN trained on the tiny model (a few steps), one of its answers corrected in Chat."""
+    assert train.run(tiny_config(tiny_data, max_steps=5, eval_every=0), ctx.runs_dir / RUN) == "finished"
     history = [{"role": "user", "content": "Who runs the Zorblax bakery?"},
                {"role": "assistant", "content": "whatever v1 said"}]
     chat_tab.correct_answer(ctx, RUN, "", history, edit(1, "whatever v1 said", "The bakery closed last spring."))
+
+
+def test_train_v2_starts_the_next_version_in_its_own_process(ctx, tiny_data):
+    corrected_v1(ctx, tiny_data)
     view = chat_tab.train_next_version(ctx, RUN)
     assert view.started and "plus 1 correction" in view.notice, view.notice
     v2 = ctx.runs_dir / view.started
@@ -117,11 +121,7 @@ def test_train_v2_while_another_run_trains_queues_it_with_the_corrections_as_of_
     from studio import run_queue
     from studio.events import write_status
 
-    v1 = ctx.runs_dir / RUN
-    assert train.run(tiny_config(tiny_data, max_steps=5, eval_every=0), v1) == "finished"
-    history = [{"role": "user", "content": "Who runs the Zorblax bakery?"},
-               {"role": "assistant", "content": "whatever v1 said"}]
-    chat_tab.correct_answer(ctx, RUN, "", history, edit(1, "whatever v1 said", "The bakery closed last spring."))
+    corrected_v1(ctx, tiny_data)
     busy = ctx.runs_dir / "20261206-110000-busy"
     busy.mkdir()
     RunConfig(data_path="other.jsonl").save(busy / "config.json")
