@@ -4,6 +4,7 @@ Every subprocess and wait here has a timeout: a distributed bug shows as a hang,
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,9 +26,20 @@ TIMEOUT_S = 240  # one small run of two processes takes about 20 s on 2 cores
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range, as torchrun's default 29500 is. A port from that range (what
+    binding port 0 gives) can be taken by a client's own end: machine 1 dialling machine 0's port before it listens
+    may be handed that very port as its source and connect to itself (TCP self-connect), and the two then wait for
+    each other until the rendezvous times out (10 minutes)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").is_file() else 32768
+    for port in random.sample(range(20000, min(low, 32768)), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def config_file(tmp_path: Path, config: RunConfig, name: str = "config.json") -> Path:
@@ -152,7 +164,12 @@ def test_two_machines_on_localhost_meet_and_finish(tiny_data, tmp_path):
     flags = ["--nproc-per-node", "1", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
     node0 = start(path, tmp_path / "node0", *flags, "--node-rank", "0")
     node1 = start(path, tmp_path / "node1", *flags, "--node-rank", "1")
-    (code0, out0, err0), (code1, out1, err1) = finish(node0), finish(node1)
+    try:
+        (code0, out0, err0), (code1, out1, err1) = finish(node0), finish(node1)
+    except subprocess.TimeoutExpired:
+        kill_tree(node0.pid), kill_tree(node1.pid)
+        pytest.fail("the two machines hung; their logs:\n" + "\n".join(
+            f"--- {log}\n{log.read_text()[-3000:]}" for log in sorted(tmp_path.glob("node*/*/worker.log"))))
     assert (code0, err0, code1, err1) == (0, "", 0, ""), (err0, err1)
     run0, run1 = Path(out0.strip()), Path(out1.strip())
     history = replay(read_events(run0))
