@@ -199,9 +199,12 @@ class ChatSession:
     """A base model loaded once, with an optional LoRA adapter that each generation switches on or off."""
 
     def __init__(self, model_name: str, adapter_dir: str | Path | None = None, trust_remote_code: bool = False,
-                 method: str | Method | None = None, lean_lora: bool = True, cpu_precision: str = "auto"):
+                 method: str | Method | None = None, lean_lora: bool = True, cpu_precision: str = "auto",
+                 rows_at_once: int | None = None):
         """`method`: how to hold the base weights (methods.for_inference picks when it is None or "auto").
-        `cpu_precision`: on a CPU, "fp32", "bf16" or "auto" (studio.precision measures which is faster)."""
+        `cpu_precision`: on a CPU, "fp32", "bf16" or "auto" (studio.precision measures which is faster).
+        `rows_at_once`: how many rows a generation step computes together, the shape "auto" measures at: one for a
+        chat (precision.DECODE_TOKENS), a batch's rows for the report card."""
         from . import models
 
         self.model_name = model_name
@@ -230,9 +233,9 @@ class ChatSession:
         if not models.cuda_available():
             from . import precision
 
-            # Measured at the shape of writing an answer (one token at a time), not of training.
+            # Measured at the shape of writing answers (one token per row at a time), not of training.
             self.precision = precision.choose(cpu_precision, shape=precision.model_shape(
-                model.config, tokens=precision.DECODE_TOKENS))
+                model.config, tokens=rows_at_once or precision.DECODE_TOKENS))
             log.info("chat on the CPU in %s: %s", self.precision.name, self.precision.reason)
             if self.precision.bf16:
                 import torch
@@ -245,7 +248,7 @@ class ChatSession:
         self._active_guard = threading.Lock()
 
     @classmethod
-    def for_run(cls, run_dir: str | Path, check_gpu: bool = True) -> ChatSession:
+    def for_run(cls, run_dir: str | Path, check_gpu: bool = True, rows_at_once: int | None = None) -> ChatSession:
         """Load the base model of a finished or stopped run with its adapter attached."""
         run_dir = Path(run_dir)
         adapter = run_adapter_dir(run_dir)
@@ -262,7 +265,7 @@ class ChatSession:
             trained = replay(read_events(run_dir)).start.get("method")
         method = methods.for_inference(trained if isinstance(trained, str) else None, cuda)
         session = cls(config.model, adapter, config.trust_remote_code, method=method,
-                      cpu_precision=config.cpu_precision)
+                      cpu_precision=config.cpu_precision, rows_at_once=rows_at_once)
         session.run_dir = run_dir
         session.system_prompt = config.system_prompt
         return session

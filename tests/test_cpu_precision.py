@@ -188,3 +188,23 @@ def test_chat_measures_the_shape_of_writing_an_answer_one_token_at_a_time(monkey
         asked.append(shape), real(setting, threads, shape))[1])
     ChatSession(TINY_TEST_MODEL, cpu_precision="auto")
     assert asked == [(precision.DECODE_TOKENS, 64, 128)] and precision.DECODE_TOKENS == 1
+
+
+def test_the_report_card_measures_the_shape_of_its_batches_and_caches_each_precision_apart(tiny_data, tmp_path,
+                                                                                          monkeypatch):
+    """The report card writes answers GENERATE_ROWS rows at a time, where bf16 can win though a single row loses:
+    its automatic choice probes that shape. The base model's cached results are kept per precision: bf16 and fp32
+    answers part after some tokens."""
+    from studio import evaluate
+    from studio.chat import ChatSession
+
+    run_dir = tmp_path / "run"
+    assert train.run(tiny_config(tiny_data, max_steps=2, eval_every=0, cpu_precision="auto"), run_dir) == "finished"
+    asked = []
+    monkeypatch.setattr(precision, "_measured", lambda threads, shape: (
+        asked.append(shape), precision.Precision("bf16" if shape[0] > 1 else "fp32", "measured"))[1])
+    batched = ChatSession.for_run(run_dir, check_gpu=False, rows_at_once=evaluate.GENERATE_ROWS)
+    single = ChatSession.for_run(run_dir, check_gpu=False)
+    assert [shape[0] for shape in asked] == [evaluate.GENERATE_ROWS, precision.DECODE_TOKENS]
+    assert (batched.precision.name, single.precision.name) == ("bf16", "fp32")
+    assert evaluate.BaseCache._model_key(batched) != evaluate.BaseCache._model_key(single)
