@@ -60,6 +60,7 @@ FORWARD_TOKENS = 4096  # tokens per teacher-forced batch (rows x longest row): a
 # shown probes' short answers together: one pass per model (measured on the bundled model in bf16, 30 rows and 12
 # probes: base 19.5 s in batches of 32, 13.8 s in one of 64; tuned 22.9 and 17.5 s).
 GENERATE_ROWS = 64
+GPU_GENERATE_ROWS = 32  # as before on a GPU: a larger model's cache of 64 long rows may not fit beside it
 SHRINKING_BATCH = True  # greedy answers drop finished rows from their batch (greedy_shrinking); the bench switches
 # A row is a copy when the tuned model's own first choice is the training token at this share of its answer
 # tokens: greedy decoding then reproduces it (near) word for word. Rows with fewer answer tokens cannot tell a
@@ -308,8 +309,11 @@ def greedy_shrinking(model, ids, mask, stops: _RowLimits, settings) -> list[list
     active = list(range(ids.shape[0]))  # the batch rows still generating, in the order of the tensors below
     sequences, new_tokens = ids, [[] for _ in active]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them: padding takes no position
+    # Only the last position's logits: the vocabulary projection of every prompt token is the largest product of a
+    # small model, and for 64 rows of a large vocabulary, gigabytes.
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                   **{cache_arg: cache}).logits[:, -1, :]
+                   **{cache_arg: cache}, **keep).logits[:, -1, :]
     while True:
         scores = penalty(sequences, logits.float()) if penalty is not None else logits
         chosen = scores.argmax(-1)
@@ -351,8 +355,9 @@ def generate_answers(session, conversations: list[list[dict]], limits: list[int]
     device = session.model.device
     answers: list[Answer | None] = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: (limits[i], len(prompts[i])))
-    for b in range(0, len(order), GENERATE_ROWS):
-        batch = order[b:b + GENERATE_ROWS]
+    size = GENERATE_ROWS if device.type == "cpu" else GPU_GENERATE_ROWS
+    for b in range(0, len(order), size):
+        batch = order[b:b + size]
         width = max(len(prompts[i]) for i in batch)
         # Left padding: every row's next token goes in the same column; generate() derives the positions from
         # the attention mask, so a padded row computes what it would alone.
