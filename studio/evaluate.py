@@ -378,7 +378,9 @@ def generate_answers(session, conversations: list[list[dict]], limits: list[int]
                 generated = [out[row, width:].tolist() for row in range(len(batch))]
         for row, i in enumerate(batch):
             new = generated[row]
-            end = next((k for k, t in enumerate(new) if t in eos_ids), None)
+            # An end of turn counts only within the limit: generate() fills a row it stopped at its limit with
+            # the pad token, which is the end-of-turn token for many tokenizers, and the row was cut, not ended.
+            end = next((k for k, t in enumerate(new[:limits[i]]) if t in eos_ids), None)
             tokens = new if end is None else new[:end]
             tokens = tokens[:limits[i]]
             looping = stops.looping[row] or repeats_at_end(tokens)

@@ -400,7 +400,8 @@ def test_a_finished_answer_leaves_its_batch_and_the_answers_stay_generates(chat_
     conversations = [[{"role": "user", "content": p}] for p in prompts]
     limits = [2, 24, 9]
     monkeypatch.setattr(evaluate, "SHRINKING_BATCH", False)
-    expected = [a.tokens for a in evaluate.generate_answers(chat_session, conversations, limits, True)]
+    expected = [(a.tokens, a.ended, a.cut, a.looping)
+                for a in evaluate.generate_answers(chat_session, conversations, limits, True)]
     monkeypatch.setattr(evaluate, "SHRINKING_BATCH", True)
     widths = []
     hook = chat_session.model.get_base_model().register_forward_pre_hook(
@@ -409,6 +410,7 @@ def test_a_finished_answer_leaves_its_batch_and_the_answers_stay_generates(chat_
         answers = evaluate.generate_answers(chat_session, conversations, limits, True)
     finally:
         hook.remove()
-    assert [a.tokens for a in answers] == expected
+    assert [(a.tokens, a.ended, a.cut, a.looping) for a in answers] == expected  # a cut row counts as cut in both
+    assert any(cut for _, _, cut, _ in expected)
     assert widths[0] == 3 and widths[-1] == 1  # all three rows at first, the longest answer alone at the end
     assert sum(widths) < 3 * len(widths)
