@@ -657,6 +657,30 @@ def general_section(session, cache: BaseCache, probes: list[dict], shown_base: l
     return section
 
 
+def preference_section(session, cache: BaseCache, pairs: list[dict], chosen_base: list[TokenScores],
+                       chosen_tuned: list[TokenScores], encode) -> dict:
+    """For held-out preference pairs (data.examples.Preference as dicts), two counts:
+    - `toward_chosen`: pairs where fine-tuning raised the chosen answer's likelihood more than the rejected one's
+      (summed over the answer's tokens, against the base model): DPO's reward accuracy, on pairs it never saw;
+    - `prefers_chosen`: per model, pairs where the chosen answer is the likelier one per token (fair to answers of
+      different lengths).
+    `chosen_*`: the pairs' validation scores (the chosen answer is the row's last turn); the rejected answers are
+    scored here, in the same conversation."""
+    rejected = [encode({"messages": [*pair["messages"][:-1], {"role": "assistant", "content": pair["rejected"]}]})
+                for pair in pairs]
+    rejected_base = cached_scores(session, cache, rejected, use_adapter=False)
+    rejected_tuned = token_scores(session, rejected, True)
+
+    def likelier(chosen: TokenScores, other: TokenScores) -> bool:
+        return chosen.loss_sum / max(chosen.tokens, 1) < other.loss_sum / max(other.tokens, 1)
+
+    toward = sum((cb.loss_sum - ct.loss_sum) > (rb.loss_sum - rt.loss_sum)
+                 for cb, ct, rb, rt in zip(chosen_base, chosen_tuned, rejected_base, rejected_tuned))
+    prefers = {"base": sum(map(likelier, chosen_base, rejected_base)),
+               "tuned": sum(map(likelier, chosen_tuned, rejected_tuned))}
+    return {"pairs": len(pairs), "toward_chosen": toward, "prefers_chosen": prefers}
+
+
 def _copies(scores: list[TokenScores]) -> tuple[int, int]:
     """(rows copied, rows counted): rows with at least MIN_COPY_TOKENS answer tokens, copied at COPY_AGREEMENT."""
     counted = [s for s in scores if s.tokens >= MIN_COPY_TOKENS]
@@ -864,6 +888,12 @@ def build_report(session, run_dir: Path, config: RunConfig, train: list[dict], v
     report["task"] = task_section(rows, limits, len(val_rows), base[:n], tuned[:n], base_val, tuned_val)
     tell("general knowledge")
     report["general"] = general_section(session, cache, probes, base[n:], tuned[n:])
+    pair_rows = [i for i, ex in enumerate(val_rows) if ex.get("rejected") and ex.get("messages")]
+    if pair_rows:
+        tell("preferred answers")
+        report["preference"] = preference_section(
+            session, cache, [val_rows[i] for i in pair_rows], [base_val[i] for i in pair_rows],
+            [tuned_val[i] for i in pair_rows], encode)
     tell("parroting")
     train_scores = token_scores(session, [encode(ex) for ex in train_rows], use_adapter=True)
     report["parroting"] = parroting_section(session, train_rows, train_scores, tuned_val)
@@ -1077,6 +1107,13 @@ def render_html(report: dict) -> str:
                f"0 to 100. Validation loss on {task['validation_rows']} rows: base {_num(loss['base'])} "
                f"(perplexity {_num(ppl['base'], 1)}), fine-tuned {_num(loss['tuned'])} "
                f"(perplexity {_num(ppl['tuned'], 1)}).</p>")
+    preference = report.get("preference")
+    if preference:
+        prefers = preference["prefers_chosen"]
+        out.append(f"<p>{preference['pairs']} held-out preference pairs: fine-tuning made your chosen answer more "
+                   f"likely, against the rejected one, on {preference['toward_chosen']} of them (what preference "
+                   f"training aims at). Word for word, the fine-tuned model finds the chosen answer the likelier one "
+                   f"on {prefers['tuned']}, the base model on {prefers['base']}.</p>")
     if task["rows"]:
         out.append(f"<p>Answers that looped: base {task['looping']['base']}, fine-tuned {task['looping']['tuned']}. "
                    f"Answers still going at half as long again as the reference (cut there): base "

@@ -68,6 +68,17 @@ def test_dpo_raises_the_reward_margin(tmp_path):
     assert start["objective"] == "dpo"
     adapter = run_dir / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "ref").exists()  # DPO's reference
+    # The report card counts the held-out pairs fine-tuning moved toward the chosen answer (DPO's reward accuracy on
+    # pairs it never saw), and those each model finds the chosen answer likelier per token: measured 3 of 3, and
+    # 3 against the base model's 2.
+    from studio import evaluate
+
+    report = evaluate.evaluate_run(run_dir, use_cache=False, check_gpu=False)
+    preference = report["preference"]
+    assert preference["pairs"] == report["task"]["validation_rows"] > 0
+    assert preference["toward_chosen"] == preference["pairs"]
+    assert preference["prefers_chosen"]["tuned"] >= preference["prefers_chosen"]["base"]
+    assert f"on {preference['pairs']} of them" in (run_dir / evaluate.REPORT_HTML).read_text()
     from studio import export
 
     merged = export.merge_adapter(run_dir, tmp_path / "merged")  # exported like any run's adapter
