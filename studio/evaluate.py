@@ -13,8 +13,8 @@ RUN_DIR/report.html (inline SVG, no external assets) a person can send to a coll
    on held-out rows; `flag` when it learned rows by heart;
 4. verdict: one paragraph with the numbers and the one change to try next.
 
-Cost (on a 2-core CPU about half the run's training time the first time, a third with the base side cached; the
-goal is a quarter, bench/report_overhead.py): everything but the task's
+Cost (on a 2-core CPU about a quarter to a third of the run's training time the first time, a fifth with the base
+side cached; the goal is a quarter, bench/report_overhead.py): everything but the task's
 answers is measured by teacher forcing - one batched forward pass over prompt + reference, which gives the loss,
 and at each answer token whether it is the model's own first choice - instead of generating. Generation, by far
 the dearest part, is batched (left-padded, per-row length limits) and stops a row as soon as it loops. The base
@@ -304,14 +304,15 @@ def greedy_shrinking(model, ids, mask, stops: _RowLimits, settings) -> list[list
     penalty = (RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)
                if settings.repetition_penalty != 1.0 else None)
     cache = DynamicCache()
+    parameters = _forward_parameters(model)
     # transformers 5 names the argument `cache` (`past_key_values` still works, with a warning).
-    cache_arg = "cache" if "cache" in _forward_parameters(model) else "past_key_values"
+    cache_arg = "cache" if "cache" in parameters else "past_key_values"
     active = list(range(ids.shape[0]))  # the batch rows still generating, in the order of the tensors below
     sequences, new_tokens = ids, [[] for _ in active]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them: padding takes no position
     # Only the last position's logits: the vocabulary projection of every prompt token is the largest product of a
     # small model, and for 64 rows of a large vocabulary, gigabytes.
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                    **{cache_arg: cache}, **keep).logits[:, -1, :]
     while True:
@@ -666,8 +667,9 @@ def preference_section(session, cache: BaseCache, pairs: list[dict], chosen_base
       different lengths).
     `chosen_*`: the pairs' validation scores (the chosen answer is the row's last turn); the rejected answers are
     scored here, in the same conversation."""
-    rejected = [encode({"messages": [*pair["messages"][:-1], {"role": "assistant", "content": pair["rejected"]}]})
-                for pair in pairs]
+    from .data import as_example
+
+    rejected = [encode(as_example(pair).rejected_chat()) for pair in pairs]
     rejected_base = cached_scores(session, cache, rejected, use_adapter=False)
     rejected_tuned = token_scores(session, rejected, True)
 

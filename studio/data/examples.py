@@ -111,6 +111,10 @@ class Preference(Chat):
         """The prompt and the chosen answer alone: what supervised training learns from a pair."""
         return Chat(list(self.messages))
 
+    def rejected_chat(self) -> Chat:
+        """The prompt and the rejected answer: how likely a model finds the worse answer (the report card)."""
+        return Chat([*self.prompt_messages, {"role": "assistant", "content": self.rejected}])
+
     def to_dict(self) -> dict[str, Any]:
         return {"messages": [dict(m) for m in self.messages], "rejected": self.rejected}
 
