@@ -30,8 +30,8 @@ def free_port() -> int:
     binding port 0 gives) can be taken by a client's own end: machine 1 dialling machine 0's port before it listens
     may be handed that very port as its source and connect to itself (TCP self-connect), and the two then wait for
     each other until the rendezvous times out (10 minutes)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
-        if Path("/proc/sys/net/ipv4/ip_local_port_range").is_file() else 32768
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.is_file() else 32768
     for port in random.sample(range(20000, min(low, 32768)), 200):
         with socket.socket() as s:
             try:
