@@ -146,7 +146,18 @@ class _StopOnEvent:
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
-def streamline_lora(model) -> int:
+class AdapterRows:
+    """Which rows of a batch the lean LoRA forward (streamline_lora) applies the adapter to. `mask` None: every row,
+    as usual; a (rows, 1, 1) tensor of 1s and 0s in the model's dtype: the rows with 0 compute exactly the base
+    model (base(x) + 0), so one batch holds the base model's rows beside the tuned model's. The report card writes
+    both models' answers that way: on a CPU a decoding step costs mostly the reading of the weights, whatever the
+    rows (bench/README.md, report_overhead.py)."""
+
+    def __init__(self):
+        self.mask = None
+
+
+def streamline_lora(model, rows: AdapterRows | None = None) -> int:
     """Give each plain LoRA linear layer a lean inference forward; returns how many layers got one.
 
     peft's general forward costs about 10 small operations and several Python checks per layer and
@@ -155,7 +166,8 @@ def streamline_lora(model) -> int:
     dropout a no-op in eval mode - and still obeys peft's switch: inside `model.disable_adapter()` it
     returns exactly base(x), bit for bit. Anything unusual (DoRA and other variants, several adapters,
     quantised or non-Linear base layers, mixed dtypes, training mode, extra arguments) keeps peft's own
-    forward, so this is only ever a faster path to the same numbers.
+    forward, so this is only ever a faster path to the same numbers. `rows`: where the adapter applies to some
+    rows of a batch only (AdapterRows).
     """
     import torch.nn.functional as F
     from torch import nn
@@ -182,13 +194,14 @@ def streamline_lora(model) -> int:
 
         def forward(x, *args, _m=m, _general=general, _W=m.base_layer.weight, _b=m.base_layer.bias,
                     _A=m.lora_A[name].weight, _B=m.lora_B[name].weight, _Bb=m.lora_B[name].bias,
-                    _s=m.scaling[name], **kwargs):
+                    _s=m.scaling[name], _rows=rows, **kwargs):
             if args or kwargs or _m.training or x.dtype != _W.dtype:
                 return _general(x, *args, **kwargs)
             result = F.linear(x, _W, _b)  # what nn.Linear computes
             if _m.disable_adapters:
                 return result
-            return result + F.linear(F.linear(x, _A), _B, _Bb) * _s
+            delta = F.linear(F.linear(x, _A), _B, _Bb) * _s
+            return result + (delta if _rows is None or _rows.mask is None else delta * _rows.mask)
 
         m.forward = forward
     return len(layers)
@@ -242,7 +255,9 @@ class ChatSession:
 
                 model.to(torch.bfloat16)  # base and adapter alike: streamline_lora needs one dtype
         self.model = model
-        self.lean_layers = streamline_lora(model) if self.adapter_dir is not None and lean_lora else 0
+        self.adapter_rows = AdapterRows()  # the report card's batches of both models' rows (evaluate.py)
+        self.lean_layers = streamline_lora(model, self.adapter_rows) \
+            if self.adapter_dir is not None and lean_lora else 0
         self._lock = threading.Lock()  # the adapter switch is model-global: one generation at a time
         self._active: set[threading.Event] = set()
         self._active_guard = threading.Lock()

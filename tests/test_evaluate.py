@@ -197,6 +197,30 @@ def test_batched_answers_are_the_chat_answers(chat_session):
                 assert len(answer.tokens) == limit
 
 
+def test_both_models_answer_in_one_batch_as_each_would_alone(chat_session):
+    """The report's batches of base and tuned rows (chat.AdapterRows): each row is what its model writes alone, and
+    the rows share the batch's forward passes."""
+    assert evaluate.both_in_one_batch(chat_session, GenerationSettings())
+    prompts = [q for q, _ in MEMORISED] + ["A much longer question about the markets of Zorblax at dawn?"]
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    limits = [12, 20, 6, 16, 9, 30]
+    apart = {side: evaluate.generate_answers(chat_session, conversations, limits, side) for side in (False, True)}
+    assert [a.tokens for a in apart[False]] != [a.tokens for a in apart[True]]  # the adapter changes the answers
+    widths = []
+    hook = chat_session.model.get_base_model().register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        both = evaluate.generate_answers(chat_session, conversations + conversations, limits + limits,
+                                         [False] * len(prompts) + [True] * len(prompts))
+    finally:
+        hook.remove()
+    assert widths[0] == 2 * len(prompts)  # one batch of both models' rows
+    assert chat_session.adapter_rows.mask is None  # the chat's generations apply the adapter to every row again
+    for side, answers in ((False, both[:len(prompts)]), (True, both[len(prompts):])):
+        assert [(a.tokens, a.ended, a.cut, a.looping) for a in answers] == \
+            [(a.tokens, a.ended, a.cut, a.looping) for a in apart[side]]
+
+
 def test_loops_are_found_and_numbered_lists_are_not():
     tokenizer = models.load_tokenizer(TINY_TEST_MODEL)
 
@@ -331,7 +355,7 @@ def test_the_base_side_comes_from_the_cache_the_second_time(memorised_run, tmp_p
     generate, scores = evaluate.generate_answers, evaluate.token_scores
 
     def counting_generate(session, conversations, limits, use_adapter, settings=None):
-        calls["generate"].append(use_adapter)
+        calls["generate"].extend(use_adapter if isinstance(use_adapter, list) else [use_adapter])
         return generate(session, conversations, limits, use_adapter, settings)
 
     def counting_scores(session, encoded, use_adapter):
