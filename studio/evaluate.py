@@ -6,18 +6,20 @@ RUN_DIR/report.html (inline SVG, no external assets) a person can send to a coll
 
 1. task: up to 50 of the run's own held-out rows (the split training used, data.load_for_config), the base and the
    tuned model's greedy answers next to the reference, chrF (sacrebleu) per row and mean, validation loss and
-   perplexity of both, answers that loop or run far past the reference's length counted;
+   perplexity of both (as the run measured them, where it did: run_validation_losses), answers that loop or run far
+   past the reference's length counted;
 2. general: the probe set assets/probes/general.jsonl (facts, arithmetic, common sense, refusals) scored by both
    models: loss on the reference answers and answer accuracy; `forgetting` when the tuned model is clearly worse;
 3. parroting: the share of training rows the tuned model reproduces (near) word for word, against the same share
    on held-out rows; `flag` when it learned rows by heart;
 4. verdict: one paragraph with the numbers and the one change to try next.
 
-Cost (on a 2-core CPU about a quarter to a third of the run's training time the first time, a fifth with the base
-side cached; the goal is a quarter, bench/report_overhead.py): everything but the task's
+Cost (on a 2-core CPU about a fifth of the run's training time the first time, a sixth with the base side cached;
+the goal is a quarter, bench/report_overhead.py): everything but the task's
 answers is measured by teacher forcing - one batched forward pass over prompt + reference, which gives the loss,
 and at each answer token whether it is the model's own first choice - instead of generating. Generation, by far
-the dearest part, is batched (left-padded, per-row length limits) and stops a row as soon as it loops. The base
+the dearest part, is batched (left-padded, per-row length limits, both models' rows in one batch on a CPU) and
+stops a row as soon as it is done or loops. The base
 model's results depend only on the base model and the rows, so they are cached (models.cache_dir()/report-base)
 and a second run on the same data only pays for the tuned side. Never imports gradio.
 """
@@ -55,10 +57,11 @@ MAX_NEW_TOKENS = 256  # no answer is generated past this, however long its refer
 PROBE_ANSWER_TOKENS = 32  # the probe answers shown in the report are one short sentence
 PROBES_SHOWN_PER_KIND = 3  # generated probe answers shown next to the scores, per kind
 FORWARD_TOKENS = 4096  # tokens per teacher-forced batch (rows x longest row): about 0.8 GB of activations
-# Rows per generation batch. On a CPU a decoding step costs a fixed part plus a part per row, so fewer, larger
-# batches pay; greedy_shrinking lets a finished row leave its batch. 64 holds the held-out rows (at most 50) and the
-# shown probes' short answers together: one pass per model (measured on the bundled model in bf16, 30 rows and 12
-# probes: base 19.5 s in batches of 32, 13.8 s in one of 64; tuned 22.9 and 17.5 s).
+# Rows per generation batch and model. On a CPU a decoding step costs a fixed part (reading the weights) plus a part
+# per row, so fewer, larger batches pay; greedy_shrinking lets a finished row leave its batch. 64 holds the held-out
+# rows (at most 50) and the shown probes' short answers together, and a batch of both models' rows twice that
+# (both_in_one_batch): one pass (measured on the bundled model in bf16, 30 rows and 12 probes: base 19.5 s in
+# batches of 32, 13.8 s in one of 64; tuned 22.9 and 17.5 s; before the prompt pass's fix in greedy_shrinking).
 GENERATE_ROWS = 64
 GPU_GENERATE_ROWS = 32  # as before on a GPU: a larger model's cache of 64 long rows may not fit beside it
 SHRINKING_BATCH = True  # greedy answers drop finished rows from their batch (greedy_shrinking); the bench switches
@@ -589,13 +592,37 @@ def task_rows(session, config: RunConfig, val: list[dict]) -> tuple[list[tuple],
     return rows, limits
 
 
-def task_section(rows: list[tuple], limits: list[int], validation_rows: int, base: list[Answer],
-                 tuned: list[Answer], base_val_scores: list[TokenScores], tuned_val_scores: list[TokenScores]) -> dict:
-    """`rows`, `limits`: task_rows; `base`, `tuned`: each model's answer to each row."""
+def run_validation_losses(run_dir: Path, config: RunConfig) -> dict | None:
+    """The validation loss of both models as the run itself measured it, on all its held-out rows: before training
+    (step 0: the base model) and at the step whose adapter was kept. The report then gives the figures the live plot
+    and the Train tab give, and need not measure the base model's loss again (3 to 4 s of a 40 s report of the
+    bundled model). None where the run's figures are not those: a preference run (its evaluations measure DPO's or
+    ORPO's loss), a next version (its step 0 is its parent's adapter, not the base model), a run without both."""
+    from .chat import perplexity
+
+    if config.parent_run:
+        return None
+    try:
+        history = replay(read_events(run_dir))
+    except OSError:
+        return None
+    if history.start.get("objective") != "sft":
+        return None
+    losses = dict(zip(history.eval_steps, history.eval_loss))
+    step = history.end.get("adapter_step", history.end.get("step"))
+    if 0 not in losses or not isinstance(step, int) or step == 0 or step not in losses:
+        return None
+    loss = {"base": losses[0], "tuned": losses[step]}
+    return {"loss": loss, "perplexity": {k: perplexity(v) for k, v in loss.items()}, "loss_steps": [0, step]}
+
+
+def task_section(rows: list[tuple], limits: list[int], losses: dict, base: list[Answer],
+                 tuned: list[Answer]) -> dict:
+    """`rows`, `limits`: task_rows; `losses`: the validation loss of both models, its perplexity and the rows it
+    covers (run_validation_losses or _loss_pair); `base`, `tuned`: each model's answer to each row."""
     from .chat import last_user_text
 
-    section = {"rows": len(rows), "validation_rows": validation_rows, "metric": "chrF",
-               **_loss_pair(base_val_scores, tuned_val_scores), "examples": []}
+    section = {"rows": len(rows), "metric": "chrF", **losses, "examples": []}
     if not rows:
         section.update(chrf={"base": None, "tuned": None}, cut={"base": 0, "tuned": 0},
                        looping={"base": 0, "tuned": 0}, max_new_tokens=0)
@@ -917,8 +944,17 @@ def build_report(session, run_dir: Path, config: RunConfig, train: list[dict], v
     train_rows = random.Random(config.seed).sample(train, n_train) if train else []
     tell("validation loss")
     val_encoded = [encode(ex) for ex in val_rows]
-    base_val = cached_scores(session, cache, val_encoded, use_adapter=False)
+    pair_rows = [i for i, ex in enumerate(val_rows) if ex.get("rejected") and ex.get("messages")]
+    losses = run_validation_losses(run_dir, config)
+    if losses is not None:
+        losses["validation_rows"] = len(val)
+    # The tuned model's scores of each row tell held-out copies (parroting); the base model's serve its loss where
+    # the run did not measure it, and the preference pairs.
+    base_val = cached_scores(session, cache, val_encoded, use_adapter=False) if losses is None or pair_rows \
+        else []
     tuned_val = cached_scores(session, cache, val_encoded, use_adapter=True)
+    if losses is None:
+        losses = {**_loss_pair(base_val, tuned_val), "validation_rows": len(val_rows)}
     tell("answers to held-out rows and general questions")
     report: dict = {"version": REPORT_VERSION, "run": run_dir.name, "model": config.model,
                     "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -926,16 +962,15 @@ def build_report(session, run_dir: Path, config: RunConfig, train: list[dict], v
     rows, limits = task_rows(session, config, val_rows)
     probes = load_probes(probes_path)
     shown = shown_probes(probes)
-    # Each model answers the held-out rows and the shown probes in one pass: the short probe answers ride in the
+    # Both models answer the held-out rows and the shown probes in one pass: the short probe answers ride in the
     # batches of the longer ones (greedy_shrinking lets them leave when done) instead of taking steps of their own.
     conversations = [m for _, m, _ in rows] + probe_conversations(shown)
     all_limits = limits + [PROBE_ANSWER_TOKENS] * len(shown)
     base, tuned = answers_of_both(session, cache, conversations, all_limits)
     n = len(rows)
-    report["task"] = task_section(rows, limits, len(val_rows), base[:n], tuned[:n], base_val, tuned_val)
+    report["task"] = task_section(rows, limits, losses, base[:n], tuned[:n])
     tell("general knowledge")
     report["general"] = general_section(session, cache, probes, base[n:], tuned[n:])
-    pair_rows = [i for i, ex in enumerate(val_rows) if ex.get("rejected") and ex.get("messages")]
     if pair_rows:
         tell("preferred answers")
         report["preference"] = preference_section(
@@ -1149,9 +1184,11 @@ def render_html(report: dict) -> str:
     # 1. task
     out.append("<h2>1. Your task</h2>")
     loss, ppl = task["loss"], task["perplexity"]
+    steps = task.get("loss_steps")
+    measured = f", as the run measured it (before training and at step {steps[1]}, as on its plot)" if steps else ""
     out.append(f"<p>{task['rows']} held-out rows (the run's own validation split), answered greedily by both "
                f"models as the Chat tab does. chrF (sacrebleu) measures how close each answer is to your reference, "
-               f"0 to 100. Validation loss on {task['validation_rows']} rows: base {_num(loss['base'])} "
+               f"0 to 100. Validation loss on {task['validation_rows']} rows{measured}: base {_num(loss['base'])} "
                f"(perplexity {_num(ppl['base'], 1)}), fine-tuned {_num(loss['tuned'])} "
                f"(perplexity {_num(ppl['tuned'], 1)}).</p>")
     preference = report.get("preference")

@@ -13,6 +13,7 @@ import pytest
 from studio import data, evaluate, models, train
 from studio.chat import ChatSession, GenerationSettings
 from studio.config import PRESETS, TINY_TEST_MODEL, RunConfig
+from studio.events import read_events, replay
 
 from .conftest import MEMORISED, studio_cmd
 from .test_chat import make_trained_run
@@ -347,6 +348,41 @@ def test_cli_refuses_a_run_without_an_adapter_in_one_sentence(memorised_run, tmp
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: Run unfinished has no saved adapter yet"), result.stderr
     assert not (run_dir / evaluate.REPORT_JSON).exists()
+
+
+def test_the_validation_loss_is_the_runs_own_and_the_base_is_not_measured_again(memorised_run, tmp_path,
+                                                                                monkeypatch):
+    """The report's validation loss is the run's evaluations (step 0 and the kept adapter's step, as on the plot),
+    and the base model's held-out rows are then not scored again; a next version's step 0 is its parent's adapter,
+    so its report measures both models itself."""
+    monkeypatch.setattr(models, "cache_dir", lambda: tmp_path)
+    history = replay(read_events(memorised_run))
+    losses = dict(zip(history.eval_steps, history.eval_loss))
+    config = RunConfig.load(memorised_run / "config.json")
+    _, val = data.load_for_config(config)
+    scored = []
+    scores = evaluate.token_scores
+    monkeypatch.setattr(evaluate, "token_scores", lambda session, encoded, use_adapter: (
+        scored.append((len(encoded), use_adapter)), scores(session, encoded, use_adapter))[1])
+    report = evaluate.evaluate_run(memorised_run, max_rows=50)
+    task = report["task"]
+    assert task["loss"] == {"base": losses[0], "tuned": losses[history.end["adapter_step"]]}
+    assert task["loss_steps"] == [0, history.end["adapter_step"]] and task["validation_rows"] == len(val)
+    assert (len(val), False) not in scored and (len(val), True) in scored  # the tuned rows still tell copies
+    # The same figures as the report measures them itself (the tiny model in fp32; the run averages per batch).
+    session = ChatSession.for_run(memorised_run)
+    encoded = [data.encode_example(ex, session.tokenizer, config.max_seq_length) for ex in val]
+    for side, use_adapter in (("base", False), ("tuned", True)):
+        measured = evaluate._token_mean_loss(scores(session, encoded, use_adapter))
+        assert measured == pytest.approx(task["loss"][side], rel=0.05)
+    assert "as the run measured it" in (memorised_run / evaluate.REPORT_HTML).read_text(encoding="utf-8")
+
+    config.parent_run = "an-earlier-run"
+    monkeypatch.setattr(RunConfig, "load", classmethod(lambda cls, path: config))
+    assert evaluate.run_validation_losses(memorised_run, config) is None
+    scored.clear()
+    report = evaluate.evaluate_run(memorised_run, max_rows=50)
+    assert (len(val), False) in scored and "loss_steps" not in report["task"]
 
 
 def test_the_base_side_comes_from_the_cache_the_second_time(memorised_run, tmp_path, monkeypatch):
