@@ -80,6 +80,7 @@ FORGET_ACCURACY_DROP = 0.10
 FORGET_LOSS_RISE = 0.20
 FORGET_LOSS_RISE_NATS = 0.1  # ...and by at least this much: a fifth more of a loss near 0 is no forgetting
 TASK_MIN_GAIN = 2.0  # chrF points: a smaller change is noise on 50 rows
+PREFERENCE_MIN_SHARE = 2 / 3  # held-out pairs moved toward the chosen answer for a preference run to count as better
 SHORT_RUN_EPOCHS = 1.5  # fewer passes over the data than this: "train longer" comes before other advice
 LOOP_MIN_TOKENS = 12  # a repeated block must span at least this many tokens to be a loop...
 LOOP_MIN_REPEATS = 3  # ...and come at least three times in a row
@@ -844,7 +845,10 @@ def next_step(report: dict, config: RunConfig, facts: dict) -> tuple[str, str]:
     rows = max(task["rows"], 1)
     bad_tuned = task["cut"]["tuned"] + task["looping"]["tuned"]
     bad_base = task["cut"]["base"] + task["looping"]["base"]
-    if (gain is not None and gain < TASK_MIN_GAIN) or (bad_tuned / rows >= 0.2 and bad_tuned > bad_base):
+    # A preference run that moved the held-out pairs toward the chosen answers did its job, however little the
+    # wording of its answers moved toward the references.
+    close_enough = (gain is not None and gain >= TASK_MIN_GAIN) or _moved_toward_chosen(report)
+    if (gain is not None and not close_enough) or (bad_tuned / rows >= 0.2 and bad_tuned > bad_base):
         if epochs < SHORT_RUN_EPOCHS:
             return longer
         fell = loss["base"] and loss["tuned"] is not None and loss["tuned"] < 0.95 * loss["base"]
@@ -859,6 +863,17 @@ def next_step(report: dict, config: RunConfig, facts: dict) -> tuple[str, str]:
         return "bigger_model", ("To do better still: a bigger model (the bundled one has 135 million parameters; "
                                 "Qwen2.5-0.5B-Instruct is four times larger).")
     return "more_data", "To do better still: more examples of the answers you want."
+
+
+def _moved_toward_chosen(report: dict) -> bool:
+    """A preference run's held-out pairs: a clear majority moved toward the chosen answer, which the tuned model
+    then finds the likelier one more often than the base model does."""
+    preference = report.get("preference")
+    if not preference or not preference["pairs"]:
+        return False
+    prefers = preference["prefers_chosen"]
+    return (preference["toward_chosen"] / preference["pairs"] >= PREFERENCE_MIN_SHARE
+            and prefers["tuned"] > prefers["base"])
 
 
 def _chrf_gain(task: dict) -> float | None:
@@ -905,6 +920,15 @@ def verdict(report: dict, config: RunConfig, facts: dict) -> dict:
         parts.append(f"{'Better' if better else 'Not better'} at your task: {loss_text}")
     else:
         parts.append("No held-out rows to measure your task on (set a validation share above 0)")
+    preference = report.get("preference")
+    if preference and preference["pairs"]:
+        # What preference training aims at, on pairs it never saw: the chosen answer made likelier than the
+        # rejected one. A clear majority of pairs counts as better even where the answers' wording moved little.
+        prefers = preference["prefers_chosen"]
+        parts.append(f"fine-tuning moved {preference['toward_chosen']} of {preference['pairs']} held-out preference "
+                     f"pairs toward your chosen answer (the tuned model finds it the likelier one in "
+                     f"{prefers['tuned']}, the base model in {prefers['base']})")
+        better = better or _moved_toward_chosen(report)
     acc = general["accuracy"]
     if acc["base"] is not None:
         change = f"{_signed(100 * general['accuracy_change'])} points: {_pct(acc['base'])} \u2192 " \

@@ -445,6 +445,21 @@ def test_the_verdict_names_one_change(report, epochs, config, expected):
     assert verdict["advice"] in verdict["text"] and verdict["text"].count("Try next") <= 1
 
 
+@pytest.mark.parametrize("toward, prefers, ready", [(9, {"base": 4, "tuned": 8}, True),
+                                                    (5, {"base": 4, "tuned": 8}, False),
+                                                    (9, {"base": 6, "tuned": 6}, False)])
+def test_the_verdict_of_a_preference_run_counts_the_pairs_moved_toward_the_chosen_answer(toward, prefers, ready):
+    report = {**fake_report(gain=0.5), "preference": {"pairs": 10, "toward_chosen": toward, "prefers_chosen": prefers}}
+    verdict = evaluate.verdict(report, RunConfig(), {"epochs_done": 2.0, "quick_test": False})
+    assert (f"fine-tuning moved {toward} of 10 held-out preference pairs toward your chosen answer (the tuned model "
+            f"finds it the likelier one in {prefers['tuned']}, the base model in {prefers['base']})") in verdict["text"]
+    assert verdict["ready"] is ready
+    # Moved toward the chosen answers, it did its job: no advice about answers not closer to the references.
+    assert ("closer to your answers" in verdict["advice"] or "not closer to yours" in verdict["advice"]) is not ready
+    assert "preference" not in evaluate.verdict(fake_report(gain=0.5), RunConfig(), {"epochs_done": 2.0,
+                                                                                     "quick_test": False})["text"]
+
+
 def test_the_verdict_of_a_good_run_says_ready_with_the_numbers():
     verdict = evaluate.verdict(fake_report(gain=12.0), RunConfig(), {"epochs_done": 2.0, "quick_test": False})
     assert verdict["ready"] is True
