@@ -163,8 +163,8 @@ class RunConfig:
                                           group="monitoring", label="Early stopping patience")
     report_card: bool = _field(True, "After a run with validation data, write its report card (report.html): "
                                "better at your task, general knowledge kept, no parroting, what to try next. Adds "
-                               "about a quarter to a third of the training time on a CPU the first time a base "
-                               "model meets this data, about a fifth after (the base model's side is kept).",
+                               "about a fifth of the training time on a CPU the first time a base model meets "
+                               "this data, about a sixth after (the base model's side is kept).",
                                group="monitoring", label="Report card")
     report_to: str = _field("none", "Also log the run to an experiment tracker: TensorBoard, Weights & Biases "
                             "(wandb), MLflow or Trackio (its package must be installed; wandb and mlflow need an "
