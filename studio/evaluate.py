@@ -1144,8 +1144,8 @@ def svg_bars(groups: list[tuple[str, float | None, float | None]], top: float, u
     return "".join(out)
 
 
-def svg_lines(series: list[tuple[str, str, list[float], list[float]]], title: str = "") -> str:
-    """Lines (name, colour, xs, ys) on shared axes, as inline SVG."""
+def svg_lines(series: list[tuple[str, str, list[float], list[float]]], title: str = "", x_name: str = "step") -> str:
+    """Lines (name, colour, xs, ys) on shared axes, as inline SVG; `x_name` labels the x axis's ends."""
     points = [(x, y) for _, _, xs, ys in series for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
     if not points:
         return ""
@@ -1166,8 +1166,8 @@ def svg_lines(series: list[tuple[str, str, list[float], list[float]]], title: st
         value = y0 + (y1 - y0) * tick / 4
         out.append(f'<line x1="{left}" x2="{width - 10}" y1="{sy(value):.1f}" y2="{sy(value):.1f}" stroke="#edf2f7"/>'
                    f'<text x="{left - 4}" y="{sy(value) + 4:.1f}" font-size="10" text-anchor="end">{value:.2f}</text>')
-    out.append(f'<text x="{width - 10}" y="{height - 8}" font-size="10" text-anchor="end">step {x1:.0f}</text>'
-               f'<text x="{left}" y="{height - 8}" font-size="10">step {x0:.0f}</text>')
+    out.append(f'<text x="{width - 10}" y="{height - 8}" font-size="10" text-anchor="end">{x_name} {x1:.0f}</text>'
+               f'<text x="{left}" y="{height - 8}" font-size="10">{x_name} {x0:.0f}</text>')
     for name, colour, xs, ys in series:
         pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys) if y is not None and math.isfinite(y))
         if pts:
@@ -1231,7 +1231,7 @@ def render_html(report: dict) -> str:
         per_row = svg_lines([("base", BASE_COLOUR, list(range(1, task["rows"] + 1)),
                               [e["chrf_base"] for e in task["examples"]]),
                              ("fine-tuned", TUNED_COLOUR, list(range(1, task["rows"] + 1)),
-                              [e["chrf_tuned"] for e in task["examples"]])], title="chrF per row")
+                              [e["chrf_tuned"] for e in task["examples"]])], title="chrF per row", x_name="row")
         out.append(f"<div>{per_row}<br><small>chrF per row (x: row)</small></div></div>")
         out.append("<table><tr><th>#</th><th>prompt</th><th>reference</th><th>base</th><th>chrF</th>"
                    "<th>fine-tuned</th><th>chrF</th></tr>")

@@ -316,6 +316,7 @@ def test_report_html_stands_alone_and_shows_rows_as_text(memorised_run):
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page  # the row's HTML, shown as text
     assert html_text(report["verdict"]["text"]) in page
     assert report["task"]["rows"] == 5 and len(report["task"]["examples"]) == 5
+    assert ">row 1</text>" in page and ">row 5</text>" in page  # the chrF per row is drawn against rows, not steps
 
 
 def html_text(text: str) -> str:
