@@ -259,10 +259,11 @@ def test_reload_mid_run_keeps_the_run_live_and_stop_stops_it(page, console, tmp_
     # A reload is a new page: it must find the same run, still training, with its curve so far.
     with console.reloading(page):
         page.reload()
-    page.locator("#model-choice").wait_for()
-    # The new page opens on the Train tab, since a run is live.
-    expect(page.locator("button[role=tab][data-tab-id=train]")).to_have_attribute("aria-selected", "true")
+    # The new page opens on the Train tab, since a run is live. (Not a wait for the Model tab's #model-choice: the
+    # page may switch to the Train tab before it is ever seen visible, and then it never is: a 30 s timeout in CI.)
     run_status = page.locator("#run-status")
+    run_status.wait_for(timeout=60_000)
+    expect(page.locator("button[role=tab][data-tab-id=train]")).to_have_attribute("aria-selected", "true")
     expect(run_status).to_contain_text(run_id, timeout=30_000)
     expect(run_status).to_contain_text("running")
     after_reload = ui.wait_for_points(page, before, timeout=30_000)
