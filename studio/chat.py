@@ -155,6 +155,7 @@ class AdapterRows:
 
     def __init__(self):
         self.mask = None
+        self.mismatch = False  # a layer met an input whose rows it cannot tell apart (not (rows, tokens, features))
 
 
 def streamline_lora(model, rows: AdapterRows | None = None) -> int:
@@ -201,7 +202,13 @@ def streamline_lora(model, rows: AdapterRows | None = None) -> int:
             if _m.disable_adapters:
                 return result
             delta = F.linear(F.linear(x, _A), _B, _Bb) * _s
-            return result + (delta if _rows is None or _rows.mask is None else delta * _rows.mask)
+            mask = None if _rows is None else _rows.mask
+            if mask is None:
+                return result + delta
+            if x.dim() != 3 or x.shape[0] != mask.shape[0]:  # e.g. a mixture of experts' tokens: rows unknown here
+                _rows.mismatch = True  # the caller writes this batch one model at a time instead
+                return result + delta
+            return result + delta * mask.to(delta.dtype)
 
         m.forward = forward
     return len(layers)

@@ -306,7 +306,7 @@ def greedy_shrinking(model, ids, mask, stops: _RowLimits, settings, switch=None,
     the tuned ones only. Returns each row's new tokens."""
     if switch is None:
         return _greedy_shrinking(model, ids, mask, stops, settings, None)
-    dtype = model.get_input_embeddings().weight.dtype
+    dtype = model.get_input_embeddings().weight.dtype  # the lean forward casts it to each layer's own
     try:
         return _greedy_shrinking(model, ids, mask, stops, settings, (switch, tuned_rows.to(dtype)[:, None, None]))
     finally:
@@ -378,13 +378,7 @@ def generate_answers(session, conversations: list[list[dict]], limits: list[int]
     sides = [use_adapter] * len(conversations) if isinstance(use_adapter, bool) else list(use_adapter)
     mixed = len(set(sides)) > 1
     if mixed and not both_in_one_batch(session, settings):
-        answers: list[Answer | None] = [None] * len(conversations)
-        for side in (False, True):
-            mine = [i for i, s in enumerate(sides) if s == side]
-            for i, answer in zip(mine, generate_answers(session, [conversations[i] for i in mine],
-                                                        [limits[i] for i in mine], side, settings)):
-                answers[i] = answer
-        return answers
+        return _each_model_apart(session, conversations, limits, sides, settings)
     prompts = [session.encode(messages, settings)[0].tolist() for messages in conversations]
     kwargs = session.generation_kwargs(settings)
     eos_ids = set(kwargs.get("eos_token_id") or [])
@@ -408,6 +402,7 @@ def generate_answers(session, conversations: list[list[dict]], limits: list[int]
         with adapter_state(session, mixed or sides[0]) as model:
             torch.manual_seed(settings.seed)
             if mixed:
+                session.adapter_rows.mismatch = False
                 generated = greedy_shrinking(model, ids.to(device), mask.to(device), stops, settings,
                                              switch=session.adapter_rows,
                                              tuned_rows=torch.tensor([sides[i] for i in batch], device=device))
@@ -418,6 +413,10 @@ def generate_answers(session, conversations: list[list[dict]], limits: list[int]
                                      stopping_criteria=StoppingCriteriaList([stops]),
                                      **{**kwargs, "max_new_tokens": max(limits[i] for i in batch)})
                 generated = [out[row, width:].tolist() for row in range(len(batch))]
+        if mixed and session.adapter_rows.mismatch:  # a layer could not keep the models' rows apart: redo, apart
+            # (after adapter_state has let go of the session's lock, which the passes apart take again)
+            log.info("report answers: this model's rows cannot share a batch; one model at a time")
+            return _each_model_apart(session, conversations, limits, sides, settings)
         for row, i in enumerate(batch):
             new = generated[row]
             # An end of turn counts only within the limit: generate() fills a row it stopped at its limit with
@@ -432,13 +431,36 @@ def generate_answers(session, conversations: list[list[dict]], limits: list[int]
     return answers
 
 
+def _each_model_apart(session, conversations: list[list[dict]], limits: list[int], sides: list[bool],
+                      settings) -> list[Answer]:
+    """generate_answers of rows of both models, one model's rows after the other's."""
+    answers: list[Answer | None] = [None] * len(conversations)
+    for side in (False, True):
+        mine = [i for i, s in enumerate(sides) if s == side]
+        for i, answer in zip(mine, generate_answers(session, [conversations[i] for i in mine],
+                                                    [limits[i] for i in mine], side, settings)):
+            answers[i] = answer
+    return answers
+
+
 def both_in_one_batch(session, settings) -> bool:
     """Can the base and the tuned model's rows share a batch? Where the lean LoRA forward (chat.streamline_lora)
     serves the adapter, greedy, on a CPU: a decoding step there costs mostly the reading of the weights, so one
     step of twice the rows costs far less than two steps (the bundled model: 42 rows took 9.3 s, 84 rows 15.0 s).
     A GPU keeps a model per pass, as before."""
-    return (BOTH_IN_ONE_BATCH and bool(getattr(session, "lean_layers", 0)) and session.model.device.type == "cpu"
-            and settings.temperature == 0 and SHRINKING_BATCH)
+    return (BOTH_IN_ONE_BATCH and session.model.device.type == "cpu" and settings.temperature == 0
+            and SHRINKING_BATCH and _all_lora_layers_lean(session))
+
+
+def _all_lora_layers_lean(session) -> bool:
+    """Does the lean forward (which obeys chat.AdapterRows) serve every LoRA layer? An adapter on the embeddings,
+    say, keeps peft's own forward, which would apply it to the base model's rows too."""
+    try:
+        from peft.tuners.lora.layer import LoraLayer
+    except ImportError:
+        return False
+    lora_layers = sum(isinstance(m, LoraLayer) for m in session.model.modules())
+    return bool(lora_layers) and lora_layers == getattr(session, "lean_layers", 0)
 
 
 def chrf(hypothesis: str, reference: str) -> float:
@@ -593,12 +615,13 @@ def task_rows(session, config: RunConfig, val: list[dict]) -> tuple[list[tuple],
     return rows, limits
 
 
-def run_validation_losses(run_dir: Path, config: RunConfig) -> dict | None:
+def run_validation_losses(run_dir: Path, config: RunConfig, adapter_step: int | None = None) -> dict | None:
     """The validation loss of both models as the run itself measured it, on all its held-out rows: before training
     (step 0: the base model) and at the step whose adapter was kept. The report then gives the figures the live plot
     and the Train tab give, and need not measure the base model's loss again (3 to 4 s of a 40 s report of the
     bundled model). None where the run's figures are not those: a preference run (its evaluations measure DPO's or
-    ORPO's loss), a next version (its step 0 is its parent's adapter, not the base model), a run without both."""
+    ORPO's loss), a next version (its step 0 is its parent's adapter, not the base model), a run without both.
+    `adapter_step`: the kept adapter's step, where the run's "end" event is not written yet (the worker's report)."""
     from .chat import perplexity
 
     if config.parent_run:
@@ -610,7 +633,7 @@ def run_validation_losses(run_dir: Path, config: RunConfig) -> dict | None:
     if history.start.get("objective") != "sft":
         return None
     losses = dict(zip(history.eval_steps, history.eval_loss))
-    step = history.end.get("adapter_step", history.end.get("step"))
+    step = adapter_step if adapter_step is not None else history.end.get("adapter_step", history.end.get("step"))
     if 0 not in losses or not isinstance(step, int) or step == 0 or step not in losses:
         return None
     loss = {"base": losses[0], "tuned": losses[step]}
@@ -867,13 +890,15 @@ def next_step(report: dict, config: RunConfig, facts: dict) -> tuple[str, str]:
 
 def _moved_toward_chosen(report: dict) -> bool:
     """A preference run's held-out pairs: a clear majority moved toward the chosen answer, which the tuned model
-    then finds the likelier one more often than the base model does."""
+    then finds the likelier one more often than the base model does, and its answers did not move clearly away from
+    the references (that would be worse at the task, whatever the pairs say)."""
     preference = report.get("preference")
     if not preference or not preference["pairs"]:
         return False
     prefers = preference["prefers_chosen"]
+    gain = _chrf_gain(report["task"])
     return (preference["toward_chosen"] / preference["pairs"] >= PREFERENCE_MIN_SHARE
-            and prefers["tuned"] > prefers["base"])
+            and prefers["tuned"] > prefers["base"] and (gain is None or gain > -TASK_MIN_GAIN))
 
 
 def _chrf_gain(task: dict) -> float | None:
@@ -951,9 +976,9 @@ def verdict(report: dict, config: RunConfig, facts: dict) -> dict:
 # --- the report ---------------------------------------------------------------------------
 def build_report(session, run_dir: Path, config: RunConfig, train: list[dict], val: list[dict],
                  max_rows: int = DEFAULT_MAX_ROWS, use_cache: bool = True, progress=None,
-                 probes_path: Path | None = None) -> dict:
+                 probes_path: Path | None = None, adapter_step: int | None = None) -> dict:
     """The report as a dict (what report.json holds). `progress(stage)` is told each stage as it starts;
-    `probes_path`: another probe set in the format of PROBES_FILE."""
+    `probes_path`: another probe set in the format of PROBES_FILE; `adapter_step`: run_validation_losses."""
     from . import data
 
     started = time.time()
@@ -969,7 +994,7 @@ def build_report(session, run_dir: Path, config: RunConfig, train: list[dict], v
     tell("validation loss")
     val_encoded = [encode(ex) for ex in val_rows]
     pair_rows = [i for i, ex in enumerate(val_rows) if ex.get("rejected") and ex.get("messages")]
-    losses = run_validation_losses(run_dir, config)
+    losses = run_validation_losses(run_dir, config, adapter_step)
     if losses is not None:
         losses["validation_rows"] = len(val)
     # The tuned model's scores of each row tell held-out copies (parroting); the base model's serve its loss where
@@ -1025,10 +1050,12 @@ def headline(report: dict) -> dict:
 
 
 def evaluate_run(run_dir: str | Path, max_rows: int = DEFAULT_MAX_ROWS, use_cache: bool = True,
-                 check_gpu: bool = True, progress=None, probes_path: Path | None = None) -> dict:
+                 check_gpu: bool = True, progress=None, probes_path: Path | None = None,
+                 adapter_step: int | None = None) -> dict:
     """Compute the report of a finished or stopped run and write report.json and report.html into its folder.
 
-    `check_gpu`: refuse when a training run holds the GPU (the worker evaluating its own run passes False)."""
+    `check_gpu`: refuse when a training run holds the GPU (the worker evaluating its own run passes False, and
+    `adapter_step`, the step whose adapter it kept: its "end" event comes after the report)."""
     from . import data
     from .chat import ChatSession
 
@@ -1042,7 +1069,8 @@ def evaluate_run(run_dir: str | Path, max_rows: int = DEFAULT_MAX_ROWS, use_cach
     config = RunConfig.load(run_dir / CONFIG_FILE)
     train, val = data.load_for_config(config)
     with _threads_for_cpu():
-        report = build_report(session, run_dir, config, train, val, max_rows, use_cache, progress, probes_path)
+        report = build_report(session, run_dir, config, train, val, max_rows, use_cache, progress, probes_path,
+                              adapter_step)
     write_report(run_dir, report)
     return report
 

@@ -363,7 +363,7 @@ def _train(config: RunConfig, run_dir: Path, events: EventWriter, resume: bool, 
     peak_gb = peak_memory_gb()  # of the training, before the report card loads its own model
     report = None
     if config.report_card and val_set is not None and status == "finished":
-        report = report_card(run_dir, trainer, step)
+        report = report_card(run_dir, trainer, step, adapter_step)
     events.write("end", status=status, step=trainer.state.global_step, adapter=ADAPTER_DIR, peak_memory_gb=peak_gb,
                  stopped_early=keeper.stopped_early, best_step=keeper.best_step, adapter_step=adapter_step,
                  best_eval_loss=keeper.best_loss, message=why or None,
@@ -386,10 +386,11 @@ def unmark_prepared(trainer) -> None:
             trainer.accelerator._models.remove(model)
 
 
-def report_card(run_dir: Path, trainer, step: int) -> dict | None:
+def report_card(run_dir: Path, trainer, step: int, adapter_step: int) -> dict | None:
     """The run's report card (studio/evaluate.py: report.json, report.html), written here in the worker once the
     adapter is saved, its headline figures logged to the run's tracker too. A report that fails costs the report,
-    never the run: the adapter is saved and the run finished; the reason goes to the log."""
+    never the run: the adapter is saved and the run finished; the reason goes to the log. `adapter_step`: the step
+    whose adapter was kept (the "end" event that will say so is written after the report)."""
     from . import evaluate
 
     total = trainer.state.max_steps
@@ -401,7 +402,7 @@ def report_card(run_dir: Path, trainer, step: int) -> dict | None:
                      message=f"Writing the report card: {stage}")
 
     try:
-        report = evaluate.evaluate_run(run_dir, check_gpu=False, progress=progress)
+        report = evaluate.evaluate_run(run_dir, check_gpu=False, progress=progress, adapter_step=adapter_step)
     except Exception:  # noqa: BLE001 - see the docstring
         log.warning("report card not written", exc_info=True)
         return None

@@ -128,6 +128,11 @@ def test_the_worker_writes_the_report_card_at_the_end_of_a_run_with_validation(t
     assert (run_dir / evaluate.REPORT_HTML).is_file()
     assert end["report"] == evaluate.REPORT_HTML and end["verdict"] == report["verdict"]["text"]
     assert read_status(run_dir)["status"] == "finished"
+    # Its validation loss is the run's own, though the "end" event naming the kept step comes after the report.
+    history = replay(read_events(run_dir))
+    losses = dict(zip(history.eval_steps, history.eval_loss))
+    assert report["task"]["loss_steps"] == [0, end["adapter_step"]]
+    assert report["task"]["loss"] == {"base": losses[0], "tuned": losses[end["adapter_step"]]}
     # Without validation rows, or with the report switched off: no report, and the run says so in its end event.
     for name, overrides in (("no-validation", {"validation_path": "", "validation_fraction": 0.0}),
                             ("off", {"report_card": False})):

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from studio import data, evaluate, models, train
 from studio.chat import ChatSession, GenerationSettings
@@ -198,7 +199,8 @@ def test_batched_answers_are_the_chat_answers(chat_session):
                 assert len(answer.tokens) == limit
 
 
-def test_both_models_answer_in_one_batch_as_each_would_alone(chat_session):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="one batch of both models is the CPU's path; a GPU keeps two")
+def test_both_models_answer_in_one_batch_as_each_would_alone(chat_session, monkeypatch):
     """The report's batches of base and tuned rows (chat.AdapterRows): each row is what its model writes alone, and
     the rows share the batch's forward passes."""
     assert evaluate.both_in_one_batch(chat_session, GenerationSettings())
@@ -220,6 +222,24 @@ def test_both_models_answer_in_one_batch_as_each_would_alone(chat_session):
     for side, answers in ((False, both[:len(prompts)]), (True, both[len(prompts):])):
         assert [(a.tokens, a.ended, a.cut, a.looping) for a in answers] == \
             [(a.tokens, a.ended, a.cut, a.looping) for a in apart[side]]
+
+    # Where a layer cannot tell the rows apart, or one LoRA layer keeps peft's own forward (which ignores the row
+    # mask), each model writes its rows apart: the same answers, never the adapter on the base model's rows.
+    def a_layer_lost_the_rows(module, args, kwargs):
+        chat_session.adapter_rows.mismatch = True
+
+    hook = chat_session.model.get_base_model().register_forward_pre_hook(a_layer_lost_the_rows, with_kwargs=True)
+    try:
+        redone = evaluate.generate_answers(chat_session, conversations + conversations, limits + limits,
+                                           [False] * len(prompts) + [True] * len(prompts))
+    finally:
+        hook.remove()
+    monkeypatch.setattr(chat_session, "lean_layers", chat_session.lean_layers - 1)
+    assert not evaluate.both_in_one_batch(chat_session, GenerationSettings())
+    unshared = evaluate.generate_answers(chat_session, conversations + conversations, limits + limits,
+                                         [False] * len(prompts) + [True] * len(prompts))
+    for answers in (redone, unshared):
+        assert [a.tokens for a in answers] == [a.tokens for a in apart[False] + apart[True]]
 
 
 def test_loops_are_found_and_numbered_lists_are_not():
@@ -446,11 +466,14 @@ def test_the_verdict_names_one_change(report, epochs, config, expected):
     assert verdict["advice"] in verdict["text"] and verdict["text"].count("Try next") <= 1
 
 
-@pytest.mark.parametrize("toward, prefers, ready", [(9, {"base": 4, "tuned": 8}, True),
-                                                    (5, {"base": 4, "tuned": 8}, False),
-                                                    (9, {"base": 6, "tuned": 6}, False)])
-def test_the_verdict_of_a_preference_run_counts_the_pairs_moved_toward_the_chosen_answer(toward, prefers, ready):
-    report = {**fake_report(gain=0.5), "preference": {"pairs": 10, "toward_chosen": toward, "prefers_chosen": prefers}}
+@pytest.mark.parametrize("toward, prefers, gain, ready", [(9, {"base": 4, "tuned": 8}, 0.5, True),
+                                                          (5, {"base": 4, "tuned": 8}, 0.5, False),
+                                                          (9, {"base": 6, "tuned": 6}, 0.5, False),
+                                                          (9, {"base": 4, "tuned": 8}, -5.0, False)])
+def test_the_verdict_of_a_preference_run_counts_the_pairs_moved_toward_the_chosen_answer(toward, prefers, gain,
+                                                                                       ready):
+    report = {**fake_report(gain=gain),
+              "preference": {"pairs": 10, "toward_chosen": toward, "prefers_chosen": prefers}}
     verdict = evaluate.verdict(report, RunConfig(), {"epochs_done": 2.0, "quick_test": False})
     assert (f"fine-tuning moved {toward} of 10 held-out preference pairs toward your chosen answer (the tuned model "
             f"finds it the likelier one in {prefers['tuned']}, the base model in {prefers['base']})") in verdict["text"]
