@@ -157,6 +157,15 @@ class AdapterRows:
         self.mask = None
         self.mismatch = False  # a layer met an input whose rows it cannot tell apart (not (rows, tokens, features))
 
+    @contextlib.contextmanager
+    def only(self, mask):
+        """The adapter on the rows where `mask` holds 1, for the block; on every row again after it."""
+        self.mask, self.mismatch = mask, False
+        try:
+            yield self
+        finally:
+            self.mask = None
+
 
 def streamline_lora(model, rows: AdapterRows | None = None) -> int:
     """Give each plain LoRA linear layer a lean inference forward; returns how many layers got one.

@@ -298,28 +298,15 @@ class _RowLimits:
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
-def greedy_shrinking(model, ids, mask, stops: _RowLimits, settings, switch=None, tuned_rows=None) -> list[list[int]]:
+def greedy_shrinking(model, ids, mask, stops: _RowLimits, settings, switch=None) -> list[list[int]]:
     """Greedy decoding of a left-padded batch, as model.generate(do_sample=False) with the same repetition penalty
     computes it, but a row that is done (`stops`: its limit, its end of turn, a loop) leaves the batch at once, its
     rows of the KV cache with it: with generate() it is computed until the longest answer of its batch ends.
-    `switch` (chat.AdapterRows) and `tuned_rows` (a bool per row): a batch of both models' rows, the adapter on for
-    the tuned ones only. Returns each row's new tokens."""
-    if switch is None:
-        return _greedy_shrinking(model, ids, mask, stops, settings, None)
-    dtype = model.get_input_embeddings().weight.dtype  # the lean forward casts it to each layer's own
-    try:
-        return _greedy_shrinking(model, ids, mask, stops, settings, (switch, tuned_rows.to(dtype)[:, None, None]))
-    finally:
-        switch.mask = None  # the chat's generations apply the adapter to every row again
-
-
-def _greedy_shrinking(model, ids, mask, stops: _RowLimits, settings, rows) -> list[list[int]]:
+    `switch`: a batch of both models' rows (chat.AdapterRows, its mask set for the batch): a leaving row's mask row
+    leaves with it. Returns each row's new tokens."""
     import torch
     from transformers import DynamicCache, RepetitionPenaltyLogitsProcessor
 
-    switch, factor = rows if rows is not None else (None, None)
-    if switch is not None:
-        switch.mask = factor
     penalty = (RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)
                if settings.repetition_penalty != 1.0 else None)
     cache = DynamicCache()
@@ -357,7 +344,7 @@ def _greedy_shrinking(model, ids, mask, stops: _RowLimits, settings, rows) -> li
             sequences, mask, chosen = sequences[index], mask[index], chosen[index]
             active = [active[j] for j in keep]
             if switch is not None:
-                switch.mask = factor = factor[index]
+                switch.mask = switch.mask[index]
         mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=mask.device)], dim=1)
         position = mask.sum(-1, keepdim=True) - 1
         logits = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=position, use_cache=True,
@@ -402,10 +389,11 @@ def generate_answers(session, conversations: list[list[dict]], limits: list[int]
         with adapter_state(session, mixed or sides[0]) as model:
             torch.manual_seed(settings.seed)
             if mixed:
-                session.adapter_rows.mismatch = False
-                generated = greedy_shrinking(model, ids.to(device), mask.to(device), stops, settings,
-                                             switch=session.adapter_rows,
-                                             tuned_rows=torch.tensor([sides[i] for i in batch], device=device))
+                tuned_rows = torch.tensor([[[float(sides[i])]] for i in batch],  # (rows, 1, 1)
+                                          dtype=model.get_input_embeddings().weight.dtype, device=device)
+                with session.adapter_rows.only(tuned_rows):
+                    generated = greedy_shrinking(model, ids.to(device), mask.to(device), stops, settings,
+                                                 switch=session.adapter_rows)
             elif settings.temperature == 0 and SHRINKING_BATCH:
                 generated = greedy_shrinking(model, ids.to(device), mask.to(device), stops, settings)
             else:
@@ -588,9 +576,14 @@ def _token_mean_loss(scores: list[TokenScores]) -> float | None:
 
 
 def _loss_pair(base: list[TokenScores], tuned: list[TokenScores]) -> dict:
+    return _losses(_token_mean_loss(base), _token_mean_loss(tuned))
+
+
+def _losses(base: float | None, tuned: float | None) -> dict:
+    """Both models' loss and its perplexity, as the report's sections hold them."""
     from .chat import perplexity
 
-    loss = {"base": _token_mean_loss(base), "tuned": _token_mean_loss(tuned)}
+    loss = {"base": base, "tuned": tuned}
     return {"loss": loss, "perplexity": {k: perplexity(v) for k, v in loss.items()}}
 
 
@@ -622,8 +615,6 @@ def run_validation_losses(run_dir: Path, config: RunConfig, adapter_step: int | 
     bundled model). None where the run's figures are not those: a preference run (its evaluations measure DPO's or
     ORPO's loss), a next version (its step 0 is its parent's adapter, not the base model), a run without both.
     `adapter_step`: the kept adapter's step, where the run's "end" event is not written yet (the worker's report)."""
-    from .chat import perplexity
-
     if config.parent_run:
         return None
     try:
@@ -636,8 +627,7 @@ def run_validation_losses(run_dir: Path, config: RunConfig, adapter_step: int | 
     step = adapter_step if adapter_step is not None else history.end.get("adapter_step", history.end.get("step"))
     if 0 not in losses or not isinstance(step, int) or step == 0 or step not in losses:
         return None
-    loss = {"base": losses[0], "tuned": losses[step]}
-    return {"loss": loss, "perplexity": {k: perplexity(v) for k, v in loss.items()}, "loss_steps": [0, step]}
+    return {**_losses(losses[0], losses[step]), "loss_steps": [0, step]}
 
 
 def task_section(rows: list[tuple], limits: list[int], losses: dict, base: list[Answer],
